@@ -1,0 +1,151 @@
+"""Forecasting: rebuild the prediction model from a model file and predict for any locations and horizon."""
+
+import logging
+import time
+
+import numpy as np
+
+from rnnjobs.data import DataError, read_series
+from rnnjobs.scaling import Scaler
+
+logger = logging.getLogger(__name__)
+
+
+def check_job_against_model(job, metadata):
+    """Raise :class:`DataError` naming the first way the forecast job does not fit the model file."""
+    expected = metadata["feature_names"]
+    given = job["data"].get("features") or expected
+    if len(given) != len(expected):
+        raise DataError(
+            f"{job['source']}: data.features: expected {len(expected)} features ({', '.join(expected)}) "
+            f"as in {metadata['path']}, got {len(given)} ({', '.join(given)})"
+        )
+    for index, (have, want) in enumerate(zip(given, expected)):
+        if have != want:
+            raise DataError(
+                f"{job['source']}: data.features[{index}]: model file {metadata['path']} was trained "
+                f"with {want!r} in this position, got {have!r}"
+            )
+    return list(given)
+
+
+def predict_series(model, architecture, features, location_chunk, time_chunk, on_chunk):
+    """Run a state-carrying prediction model over ``features`` in chunks of locations and time.
+
+    Within a location chunk, the final RNN states of one time chunk are the
+    initial states of the next, so the result equals one pass over the whole
+    series. Locations never share state, so a location's forecast does not
+    depend on which others are in its chunk.
+
+    Parameters
+    ----------
+    model : keras.Model
+        From :func:`rnnjobs.models.build_prediction_model` with ``carry_state=True``.
+    architecture : dict
+    features : array-like of shape (n_locations, n_times, n_features)
+        Scaled inputs; anything that supports slicing, so it may read lazily.
+    location_chunk, time_chunk : int
+    on_chunk : callable
+        Called as ``on_chunk(location_slice, time_slice, predictions)`` for every chunk.
+    """
+    from rnnjobs.models import zero_states
+
+    n_locations, n_times = features.shape[:2]
+    for first in range(0, n_locations, location_chunk):
+        rows = slice(first, min(first + location_chunk, n_locations))
+        states = zero_states(architecture, rows.stop - rows.start)
+        for start in range(0, n_times, time_chunk):
+            steps = slice(start, min(start + time_chunk, n_times))
+            outputs = model.predict_on_batch([np.asarray(features[rows, steps], dtype=np.float32), *states])
+            predictions, states = outputs[0], list(outputs[1:])
+            on_chunk(rows, steps, np.asarray(predictions))
+
+
+def forecast_job(job):
+    """Run a normalized forecast job and write its netCDF-compatible output file.
+
+    Returns
+    -------
+    dict
+        ``name``, ``output``, ``locations``, ``times`` and ``seconds``.
+
+    Raises
+    ------
+    DataError
+        If the model file or the input data does not fit the job; nothing is written.
+    """
+    from rnnjobs import models
+    from rnnjobs.modelfile import load_model_weights, read_model_metadata
+    from rnnjobs.output import ForecastWriter, atomic_output
+    from rnnjobs.runtime import provenance
+
+    started = time.time()
+    metadata = read_model_metadata(job["model_file"])
+    feature_names = check_job_against_model(job, metadata)
+    architecture = metadata["architecture"]
+    model = models.build_prediction_model(architecture, carry_state=True)
+    load_model_weights(model, job["model_file"], metadata)
+
+    data = read_series(job["data"], feature_names)
+    spinup = job["spinup"]
+    n_locations, n_times = data.features.shape[:2]
+    if spinup >= n_times:
+        raise DataError(f"{job['source']}: spinup: {spinup} steps leave nothing of the {n_times} input steps to forecast")
+    feature_scaler = Scaler.from_dict(metadata["scalers"]["features"])
+    target_scaler = Scaler.from_dict(metadata["scalers"]["targets"])
+    features = feature_scaler.transform(data.features)
+
+    target_names = metadata["target_names"]
+    attributes = {
+        "title": f"rnnjobs forecast of {', '.join(target_names)}",
+        "source": "rnnjobs forecast",
+        "model_file": metadata["path"],
+        "model_weights_sha256": metadata["weights_sha256"],
+        "input_file": data.file,
+        "spinup_steps": spinup,
+        "spec_sha256": job["spec_sha256"],
+        "job": {key: value for key, value in job.items() if key != "source"},
+    }
+    chunks = job["chunks"]
+    bad_chunks = []
+
+    with atomic_output(job["output"]["file"]) as temporary:
+        with ForecastWriter(
+            temporary,
+            data.location_dim,
+            data.location_ids,
+            data.time_values[spinup:],
+            data.time_attrs,
+            target_names,
+            metadata.get("units", {}),
+            attributes,
+        ) as writer:
+
+            def write_chunk(rows, steps, predictions):
+                keep_from = max(spinup - steps.start, 0)
+                if keep_from >= predictions.shape[1]:
+                    return
+                values = target_scaler.inverse_transform(predictions[:, keep_from:])
+                if not np.isfinite(values).all():
+                    bad_chunks.append((rows.start, steps.start + keep_from))
+                out_steps = slice(steps.start + keep_from - spinup, steps.stop - spinup)
+                writer.write(rows, out_steps, values)
+
+            predict_series(model, architecture, features, chunks["locations"], chunks["time"], write_chunk)
+            if bad_chunks:
+                raise DataError(
+                    f"{job['source']}: the forecast has non-finite values, first in the chunk at location "
+                    f"index {bad_chunks[0][0]}, time index {bad_chunks[0][1]}; no output was written"
+                )
+            writer.write_attributes({"provenance": provenance(job, started)})
+
+    seconds = time.time() - started
+    logger.info("%s: wrote %s (%d locations x %d steps)", job["name"], job["output"]["file"], n_locations, n_times - spinup)
+    return {
+        "name": job["name"],
+        "kind": "forecast",
+        "output": job["output"]["file"],
+        "locations": n_locations,
+        "times": n_times - spinup,
+        "seconds": seconds,
+    }
