@@ -424,3 +424,238 @@ def read_samples(spec):
     if masked:
         logger.info("%s: %d of %d target value(s) missing or outside valid_range are masked in the loss", path, masked, targets.size)
     return SampleData(features, targets, list(feature_names), list(target_names), path, masked)
+
+
+LOOKBACK_STEPS = 4096
+
+
+def _read_block(dataset, rows, time_slice, axis_order):
+    """Read file ``rows`` (ascending or not) over ``time_slice``, as one hyperslab when they are consecutive."""
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and np.all(np.diff(rows) == 1):
+        span = slice(int(rows[0]), int(rows[-1]) + 1)
+        if axis_order == "time,location":
+            return dataset[time_slice, span].T
+        return dataset[span, time_slice]
+    return _read_rows(dataset, np.asarray(rows), time_slice, axis_order)
+
+
+def _as_float32(values, dataset):
+    """Cast one block to float32; :func:`to_float32` reports values beyond the float32 range."""
+    if values.dtype == np.float32:
+        return values
+    if values.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            too_large = np.isfinite(values) & (np.abs(values) > FLOAT32_MAX)
+        if too_large.any():
+            to_float32(values, dataset)
+    return values.astype(np.float32)
+
+
+class SeriesReader:
+    """Lazy reader of the series layout: blocks of (locations, time) read when asked for.
+
+    Opening checks the datasets, the coordinates and the selection as
+    :func:`read_series` does, and keeps the file open read-only until
+    :meth:`close`. Values are checked as each block is read, by the same
+    rules: features that are missing or outside ``valid_range`` raise
+    :class:`DataError` or are filled by the job's ``missing_features`` policy,
+    and such targets become NaN. A forward fill looks back before the block,
+    so a block reads the same values as the same steps of the whole series.
+
+    Parameters
+    ----------
+    spec : dict
+        The ``data`` section of a normalized job.
+    feature_names : sequence of str
+    target_names : sequence of str, default=()
+
+    Attributes
+    ----------
+    n_series, n_times : int
+        Selected locations and time steps; blocks are indexed within them.
+    feature_names, target_names : list of str
+    location_ids : ndarray
+    location_dim : str
+    time_values : ndarray
+    time_attrs, units : dict
+    file : str
+    time_start : int
+        Index in the file of the first selected step.
+    chunk_series : int
+        Chunk length of the first feature along locations, 1 when it is not chunked.
+    filled_features, masked_targets : int
+        Missing feature values filled and target values masked in the blocks read so far.
+    """
+
+    def __init__(self, spec, feature_names, target_names=()):
+        self.spec = spec
+        self.file = spec["file"]
+        self.feature_names = list(feature_names)
+        self.target_names = list(target_names)
+        self.axis_order = spec.get("axis_order", "location,time")
+        self.filled_features = 0
+        self.masked_targets = 0
+        self._h5file = open_hdf5(self.file)
+        try:
+            self._open_datasets()
+        except BaseException:
+            self._h5file.close()
+            raise
+
+    def _open_datasets(self):
+        h5file, path, spec = self._h5file, self.file, self.spec
+        self._datasets = [get_dataset(h5file, name) for name in self.feature_names + self.target_names]
+        shape = None
+        for dataset in self._datasets:
+            check_numeric(dataset)
+            shape = _check_series_shape(dataset, shape, spec)
+        n_locations, n_times = shape
+        first = self._datasets[0]
+        location_axis = 0 if self.axis_order == "location,time" else 1
+
+        location_dataset = spec.get("location_coordinate")
+        location_coord = get_dataset(h5file, location_dataset) if location_dataset else _dimension_scale(first, location_axis)
+        time_dataset = spec.get("time_coordinate")
+        time_coord = get_dataset(h5file, time_dataset) if time_dataset else _dimension_scale(first, 1 - location_axis)
+        _check_axis_order(first, location_coord, time_coord, n_locations, n_times, path)
+
+        all_ids = _decode_ids(location_coord[()]) if location_coord is not None else np.arange(n_locations)
+        self.location_dim = location_coord.name.strip("/") if location_coord is not None else "location"
+        self._rows = _select_locations(spec, all_ids, path)
+        self.location_ids = all_ids[self._rows]
+
+        time_range = spec.get("time", {})
+        start = time_range.get("start", 0)
+        stop = time_range.get("stop", n_times)
+        if stop > n_times or start >= stop:
+            raise DataError(f"{path}: data.time [{start}, {stop}) is outside the {n_times} time steps of {first.name!r}")
+        self.time_start = start
+        self.n_series = len(self._rows)
+        self.n_times = stop - start
+        if time_coord is not None:
+            self.time_values = time_coord[start:stop]
+            self.time_attrs = {k: _attr_text(v) for k, v in time_coord.attrs.items() if k in ("units", "calendar", "standard_name", "long_name")}
+        else:
+            self.time_values = np.arange(start, stop)
+            self.time_attrs = {}
+        self.units = {ds.name.strip("/"): _attr_text(ds.attrs["units"]) for ds in self._datasets if "units" in ds.attrs}
+        self.chunk_series = first.chunks[location_axis] if first.chunks else 1
+        for dataset in self._datasets:
+            if dataset.dtype != np.float32:
+                logger.info("%s: dataset %s is %s; blocks are cast to float32 as they are read", path, dataset.name, dataset.dtype)
+
+    def read(self, rows, start, stop, count_stop=None):
+        """Read features and targets of locations ``rows`` over steps ``[start, stop)``.
+
+        Parameters
+        ----------
+        rows : slice or ndarray of int
+            Positions among the selected locations.
+        start, stop : int
+            Steps relative to the selected time range.
+        count_stop : int, optional
+            Count filled and masked values only before this step, so that
+            overlapping blocks count each step once; all steps when absent.
+
+        Returns
+        -------
+        features : ndarray of shape (n_rows, stop - start, n_features), float32
+        targets : ndarray of shape (n_rows, stop - start, n_targets), float32, or None
+            NaN where a target is missing or invalid.
+        """
+        file_rows = self._rows[rows]
+        time_slice = slice(self.time_start + start, self.time_start + stop)
+        counted = slice(0, (count_stop if count_stop is not None else stop) - start)
+        blocks = [_as_float32(_read_block(ds, file_rows, time_slice, self.axis_order), ds) for ds in self._datasets]
+        n_features = len(self.feature_names)
+
+        features = np.stack(blocks[:n_features], axis=-1)
+        invalid = np.stack([_mask_invalid(features[..., k], name, self.spec) for k, name in enumerate(self.feature_names)], axis=-1)
+        if invalid.any():
+            features = self._fill(features, invalid, file_rows, rows, start)
+            self.filled_features += int(invalid[:, counted].sum())
+
+        targets = None
+        if self.target_names:
+            targets = np.stack(blocks[n_features:], axis=-1)
+            for k, name in enumerate(self.target_names):
+                bad = _mask_invalid(targets[..., k], name, self.spec)
+                targets[..., k][bad] = np.nan
+                self.masked_targets += int(bad[:, counted].sum())
+        return features, targets
+
+    def _fill(self, features, invalid, file_rows, rows, start):
+        policy = self.spec.get("missing_features", "error")
+        if policy == "error":
+            _handle_missing_features(features, invalid, self.feature_names, self.spec, self.location_ids[rows], self.time_start + start, self.file)
+        values = np.where(invalid, np.nan, features)
+        if policy == "ffill":
+            carried = np.full((len(file_rows), 1, len(self.feature_names)), np.nan, np.float32)
+            if start > 0:
+                for k in np.flatnonzero(invalid[:, 0, :].any(axis=0)):
+                    carried[:, 0, k] = self._last_valid_before(k, file_rows, self.time_start + start)
+            values = _forward_fill(np.concatenate([carried, values], axis=1))[:, 1:]
+        return np.nan_to_num(values, nan=0.0).astype(np.float32)
+
+    def _last_valid_before(self, feature, file_rows, before):
+        """Return each row's last valid value of ``feature`` before file step ``before``, NaN where none."""
+        dataset, name = self._datasets[feature], self.feature_names[feature]
+        found = np.full(len(file_rows), np.nan, np.float32)
+        pending = np.arange(len(file_rows))
+        stop = before
+        while len(pending) and stop > self.time_start:
+            start = max(self.time_start, stop - LOOKBACK_STEPS)
+            values = _as_float32(_read_block(dataset, file_rows[pending], slice(start, stop), self.axis_order), dataset)
+            valid = ~_mask_invalid(values, name, self.spec)
+            has_valid = valid.any(axis=1)
+            last = values.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
+            found[pending[has_valid]] = values[has_valid, last[has_valid]]
+            pending = pending[~has_valid]
+            stop = start
+        return found
+
+    def close(self):
+        """Close the file."""
+        self._h5file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class ArrayReader:
+    """In-memory data behind the interface of :class:`SeriesReader`.
+
+    Serves the samples layout, read whole by :func:`read_samples`: each sample
+    is a series of ``timesteps`` steps. Targets shaped (samples, targets) are
+    returned whole, whatever the steps asked for.
+    """
+
+    def __init__(self, data):
+        self.file = data.file
+        self.feature_names = data.feature_names
+        self.target_names = data.target_names
+        self.units = data.units
+        self.n_series, self.n_times = data.features.shape[:2]
+        self.chunk_series = 1
+        self.filled_features = 0
+        self.masked_targets = data.masked_targets
+        self._features = data.features
+        self._targets = data.targets
+
+    def read(self, rows, start, stop, count_stop=None):
+        """Return features and targets of series ``rows`` over steps ``[start, stop)``; see :meth:`SeriesReader.read`."""
+        features = self._features[rows, start:stop]
+        targets = self._targets[rows] if self._targets.ndim == 2 else self._targets[rows, start:stop]
+        return features, targets
+
+    def close(self):
+        """Do nothing; the arrays stay in memory."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
