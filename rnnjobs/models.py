@@ -17,7 +17,7 @@ import hashlib
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import layers, ops, tree
 
 from rnnjobs.spec import RECURRENT_LAYERS
 
@@ -55,6 +55,50 @@ def _make_layer(index, spec, *, stateful, return_sequences, return_state=False):
     return getattr(layers, kind)(**options)
 
 
+class TrainingModel(keras.Model):
+    """The training model; it takes batches ``(x, y, reset)`` and zeroes stateful RNN states where ``reset`` is true.
+
+    Resetting inside the training step, rather than from a per-batch
+    callback, keeps the reset in the compiled step, so several steps can run
+    per call (``steps_per_execution``) and under XLA. ``reset`` is one boolean
+    per batch; models without stateful layers ignore it.
+    """
+
+    @property
+    def jit_compile(self):
+        return keras.Model.jit_compile.fget(self)
+
+    @jit_compile.setter
+    def jit_compile(self, value):
+        # Keras 3.15 turns XLA off whenever TensorFlow's op determinism is on,
+        # because some XLA kernels are not deterministic on GPUs. On a machine
+        # without GPUs XLA stays on, since its CPU kernels gave the same weights
+        # on every run in the tests. Layers that cannot be compiled still veto it.
+        import tensorflow as tf
+
+        cpu_only = not tf.config.list_physical_devices("GPU")
+        if value and cpu_only and all(layer.supports_jit for layer in self._flatten_layers()):
+            self._jit_compile = True
+        else:
+            keras.Model.jit_compile.fset(self, value)
+
+    def _reset_states_if(self, reset):
+        for layer in self.layers:
+            if getattr(layer, "stateful", False) and layer.states is not None:
+                for state in tree.flatten(layer.states):
+                    state.assign(ops.where(reset, ops.zeros_like(state.value), state.value))
+
+    def train_step(self, data):
+        x, y, reset = data
+        self._reset_states_if(reset)
+        return super().train_step((x, y))
+
+    def test_step(self, data):
+        x, y, reset = data
+        self._reset_states_if(reset)
+        return super().test_step((x, y))
+
+
 def build_training_model(architecture, batch_size, timesteps, stateful=False):
     """Build the training model with a fixed input shape.
 
@@ -69,7 +113,8 @@ def build_training_model(architecture, batch_size, timesteps, stateful=False):
 
     Returns
     -------
-    keras.Model
+    TrainingModel
+        Its ``fit`` and ``evaluate`` take batches ``(x, y, reset)``.
     """
     hidden = architecture["hidden_layers"]
     last_recurrent = _last_recurrent_index(hidden)
@@ -79,7 +124,7 @@ def build_training_model(architecture, batch_size, timesteps, stateful=False):
         sequences = index < last_recurrent or architecture.get("return_sequences", True)
         outputs = _make_layer(index, spec, stateful=stateful, return_sequences=sequences)(outputs)
     outputs = layers.Dense(architecture["n_targets"], activation=architecture.get("output_activation", "linear"), name="output")(outputs)
-    return keras.Model(inputs, outputs, name="training_model")
+    return TrainingModel(inputs, outputs, name="training_model")
 
 
 def build_prediction_model(architecture, carry_state=False):

@@ -6,11 +6,17 @@ import time
 
 import numpy as np
 
-from rnnjobs.batching import BatchPlanError, PADDING, sequential_plan, series_windows, stateful_plan, stateless_plan
-from rnnjobs.data import DataError, read_samples, read_series
+from rnnjobs.batching import BatchPlanError, sequential_plan, stateful_plan, window_blocks
+from rnnjobs.data import ArrayReader, DataError, SeriesReader, read_samples
+from rnnjobs.pipeline import BLOCK_LOCATION_STEPS, BatchStream, DataPart, scan_part, target_mode
 from rnnjobs.scaling import Scaler
 
 logger = logging.getLogger(__name__)
+
+# Training steps run per call into TensorFlow. Small RNNs are latency-bound, so
+# running several steps per call saves most of the Python work between steps.
+# The steps and their results are the same as with one step per call.
+STEPS_PER_EXECUTION = 16
 
 
 class TrainingError(RuntimeError):
@@ -27,54 +33,56 @@ def architecture_of(job, n_features, n_targets):
     }
 
 
-def load_training_data(job):
-    """Read the job's data and split it into training and validation parts.
+def open_training_data(job):
+    """Open the job's data and split it into training and validation parts.
+
+    Series are read lazily through a :class:`rnnjobs.data.SeriesReader`, which
+    the caller closes. The samples layout is read whole.
 
     Returns
     -------
-    dict
-        ``train`` and ``validation`` (each ``(features, targets)`` or None),
-        ``feature_names``, ``target_names``, ``units`` and a ``summary`` for the model file.
+    reader : SeriesReader or ArrayReader
+    train, validation : DataPart
+        ``validation`` is None without a validation split.
+    summary : dict
+        What was read, for the model file.
+    mode : str
+        How targets are taken from a window; see :func:`rnnjobs.pipeline.target_mode`.
     """
     spec = job["data"]
     split = job["training"]["validation_split"]
     if spec.get("layout", "series") == "samples":
         data = read_samples(spec)
         _check_sample_shapes(job, data)
-        n_samples = len(data.features)
+        reader = ArrayReader(data)
+        n_samples = reader.n_series
         n_validation = int(round(split * n_samples))
-        cut = n_samples - n_validation
-        train = (data.features[:cut], data.targets[:cut])
-        validation = (data.features[cut:], data.targets[cut:]) if n_validation else None
+        train_rows = np.arange(n_samples - n_validation)
+        validation_rows = np.arange(n_samples - n_validation, n_samples)
         summary = {"layout": "samples", "file": data.file, "samples": n_samples, "validation_samples": n_validation}
+        mode = target_mode(data.targets.ndim, job["shapes"]["return_sequences"])
     else:
-        data = read_series(spec, spec["features"], spec["targets"])
-        n_locations = len(data.location_ids)
+        reader = SeriesReader(spec, spec["features"], spec["targets"])
+        n_locations = reader.n_series
         n_validation = int(round(split * n_locations)) if split else 0
         order = np.random.default_rng(job["training"]["seed"]).permutation(n_locations)
         validation_rows = np.sort(order[:n_validation])
         train_rows = np.sort(order[n_validation:])
-        train = (data.features[train_rows], data.targets[train_rows])
-        validation = (data.features[validation_rows], data.targets[validation_rows]) if n_validation else None
         summary = {
             "layout": "series",
-            "file": data.file,
-            "location_dim": data.location_dim,
-            "train_locations": [str(v) for v in data.location_ids[train_rows]],
-            "validation_locations": [str(v) for v in data.location_ids[validation_rows]],
-            "time": {"start": data.time_start, "stop": data.time_start + data.features.shape[1]},
+            "file": reader.file,
+            "location_dim": reader.location_dim,
+            "train_locations": [str(v) for v in reader.location_ids[train_rows]],
+            "validation_locations": [str(v) for v in reader.location_ids[validation_rows]],
+            "time": {"start": reader.time_start, "stop": reader.time_start + reader.n_times},
         }
-    summary["masked_targets"] = data.masked_targets
-    if len(train[0]) == 0:
+        mode = target_mode(3, job["shapes"]["return_sequences"])
+    if len(train_rows) == 0:
+        reader.close()
         raise DataError(f"{spec['file']}: no training data left after the validation split of {split}")
-    return {
-        "train": train,
-        "validation": validation,
-        "feature_names": data.feature_names,
-        "target_names": data.target_names,
-        "units": data.units,
-        "summary": summary,
-    }
+    train = DataPart(reader, train_rows, "training")
+    validation = DataPart(reader, validation_rows, "validation") if len(validation_rows) else None
+    return reader, train, validation, summary, mode
 
 
 def _check_sample_shapes(job, data):
@@ -91,37 +99,65 @@ def _check_sample_shapes(job, data):
         )
 
 
-def _make_plan(job, features, targets, rng, label):
+def make_batch_stream(job, part, scalers, mode, fit_scalers, max_location_steps=BLOCK_LOCATION_STEPS):
+    """Check a part's data, fit the scalers on it if asked, and plan its batches.
+
+    The part is read once here, block by block, so invalid values and batch
+    counts that the remainder policy rejects fail the job before training.
+
+    Returns
+    -------
+    BatchStream
+
+    Raises
+    ------
+    DataError
+        If the data is invalid or does not fill whole batches under the
+        job's remainder policy.
+    """
     shapes = job["shapes"]
     batch_size, timesteps = shapes["batch_size"], shapes["timesteps"]
     remainder = job["training"]["remainder"]
-    n_series, n_times = features.shape[:2]
     samples = job["data"].get("layout") == "samples"
+    stride = 1 if samples else shapes["stride"]
+
+    # Stateful batches follow a plan of consecutive windows; the blocks then serve only the scan.
+    blocks = window_blocks(
+        part.n_series, part.n_times, timesteps, timesteps if shapes["stateful"] else stride,
+        max_location_steps, part.reader.chunk_series,
+    )
+    counts = scan_part(part, blocks, timesteps, mode, scalers if fit_scalers else None)
+
+    seed = None if shapes["stateful"] or part.label != "training" else job["training"]["seed"]
     try:
-        if samples and shapes["stateful"]:
-            plan = sequential_plan(n_series, batch_size, remainder)
-        elif shapes["stateful"]:
-            plan = stateful_plan(n_series, n_times, timesteps, batch_size, remainder)
+        if shapes["stateful"]:
+            if samples:
+                plan = sequential_plan(part.n_series, batch_size, remainder)
+            else:
+                plan = stateful_plan(part.n_series, part.n_times, timesteps, batch_size, remainder)
+            stream = BatchStream(part, scalers, batch_size, timesteps, mode, plan=plan, max_location_steps=max_location_steps)
         else:
-            windows = series_windows(n_series, n_times, timesteps, 1 if samples else shapes["stride"])
-            windows = windows[_has_valid_target(targets, windows, timesteps, shapes["return_sequences"])]
-            plan = stateless_plan(windows, batch_size, remainder, rng)
+            stream = BatchStream(part, scalers, batch_size, timesteps, mode, blocks=blocks, window_counts=counts, remainder=remainder, seed=seed)
     except BatchPlanError as err:
         unit = "samples" if samples else "locations"
-        fix = (
-            f"choose a batch_size that divides the number of {unit}, or set training.remainder to 'drop'"
-            if shapes["stateful"]
-            else "set training.remainder to 'pad' or 'drop'"
-        )
+        if shapes["stateful"]:
+            fixes = []
+            if part.n_series % batch_size:
+                fixes.append(f"choose a batch_size that divides the number of {unit}")
+            if not samples and part.n_times % timesteps:
+                fixes.append(f"choose a timesteps that divides the {part.n_times} steps")
+            fix = ", ".join(fixes + ["or set training.remainder to 'drop'"])
+        else:
+            fix = "set training.remainder to 'pad' or 'drop'"
         raise DataError(
-            f"{job['data']['file']}: {label} data ({_dataset_label(job)}): {err}; "
-            f"batch_size={batch_size}, {n_series} {unit}; {fix}"
+            f"{job['data']['file']}: {part.label} data ({_dataset_label(job)}): {err}; "
+            f"batch_size={batch_size}, {part.n_series} {unit}; {fix}"
         ) from err
-    if plan.dropped:
-        logger.info("%s: %s data: left out to fill whole batches: %s", job["name"], label, plan.dropped)
-    if not len(plan):
-        raise DataError(f"{job['data']['file']}: {label} data ({_dataset_label(job)}) gives no batch of {batch_size}")
-    return plan
+    if stream.dropped:
+        logger.info("%s: %s data: left out or padded to fill whole batches: %s", job["name"], part.label, stream.dropped)
+    if not stream.n_batches:
+        raise DataError(f"{job['data']['file']}: {part.label} data ({_dataset_label(job)}) gives no batch of {batch_size}")
+    return stream
 
 
 def _dataset_label(job):
@@ -131,87 +167,41 @@ def _dataset_label(job):
     return "datasets " + ", ".join(repr(name) for name in spec["features"] + spec["targets"])
 
 
-def _has_valid_target(targets, windows, timesteps, return_sequences):
-    """Return a mask of the windows that have at least one valid target."""
-    if targets.ndim == 2:
-        return np.isfinite(targets[windows[:, 0]]).any(axis=-1)
-    valid = np.isfinite(targets).any(axis=-1)
-    if not return_sequences:
-        return valid[windows[:, 0], windows[:, 1] + timesteps - 1]
-    counts = np.concatenate([np.zeros((len(valid), 1), np.int64), np.cumsum(valid, axis=1)], axis=1)
-    return counts[windows[:, 0], windows[:, 1] + timesteps] > counts[windows[:, 0], windows[:, 1]]
-
-
-def _make_batches(features, targets, plan, timesteps, return_sequences, shuffle_rng=None, job=None):
-    """Return a Keras ``PyDataset`` that cuts each batch's windows when asked for it."""
+def _callbacks(job, has_validation):
     import keras
-
-    class WindowBatches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__()
-            self.plan = plan
-            self.offsets = np.arange(timesteps)
-
-        def __len__(self):
-            return len(self.plan)
-
-        def __getitem__(self, index):
-            locations = self.plan.locations[index]
-            padding = locations == PADDING
-            rows = np.where(padding, 0, locations)[:, None]
-            steps = self.plan.starts[index][:, None] + self.offsets[None, :]
-            x = features[rows, steps]
-            if targets.ndim == 2:
-                y = targets[rows[:, 0]].copy()
-            elif return_sequences:
-                y = targets[rows, steps]
-            else:
-                y = targets[rows[:, 0], steps[:, -1]]
-            if padding.any():
-                x[padding] = 0.0
-                y[padding] = np.nan
-            return x, y
-
-        def on_epoch_end(self):
-            if shuffle_rng is not None:
-                self.plan = _make_plan(job, features, targets, shuffle_rng, "training")
-
-    return WindowBatches()
-
-
-def _callbacks(job, train_plan, validation_plan, has_validation):
-    import keras
-
-    from rnnjobs.models import reset_states
-
-    class ResetStates(keras.callbacks.Callback):
-        """Zero stateful RNN states where the plans say a slot starts a new series."""
-
-        def on_train_batch_begin(self, batch, logs=None):
-            if train_plan.resets[batch]:
-                reset_states(self.model)
-
-        def on_test_begin(self, logs=None):
-            reset_states(self.model)
-
-        def on_test_batch_begin(self, batch, logs=None):
-            if validation_plan is not None and validation_plan.resets[batch]:
-                reset_states(self.model)
 
     class FailOnNaN(keras.callbacks.Callback):
-        """Stop the job with an error as soon as the loss is not finite."""
+        """Stop the job with an error soon after the loss stops being finite.
 
-        def on_train_batch_end(self, batch, logs=None):
+        The loss is read every ``check_every`` calls and at the end of each
+        epoch, because reading it waits for the training step to finish.
+        Keras reports the running mean of the epoch, which stays NaN once a
+        batch was NaN, so a sparse check still catches every case.
+        """
+
+        check_every = 32
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def _check(self, logs, where):
             loss = float((logs or {}).get("loss", 0.0))
             if not math.isfinite(loss):
                 raise TrainingError(
-                    f"{job['name']}: training loss became {loss} at batch {batch}; no model file was written. "
+                    f"{job['name']}: training loss became {loss} {where}; no model file was written. "
                     "Lower training.learning_rate, check the scaling, or look for extreme values in the data"
                 )
 
+        def on_train_batch_end(self, batch, logs=None):
+            self.calls += 1
+            if self.calls % self.check_every == 0:
+                self._check(logs, f"by batch {batch}")
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._check(logs, f"in epoch {epoch + 1}")
+
     callbacks = [FailOnNaN()]
-    if job["shapes"]["stateful"]:
-        callbacks.append(ResetStates())
     stopping = job["training"]["early_stopping"]
     if stopping is not None:
         callbacks.append(
@@ -225,18 +215,23 @@ def _callbacks(job, train_plan, validation_plan, has_validation):
     return callbacks
 
 
-def train_job(job):
+def train_job(job, max_location_steps=BLOCK_LOCATION_STEPS):
     """Train the model a normalized train job describes and write its model file.
 
     Parameters
     ----------
     job : dict
         A train job from :func:`rnnjobs.spec.load_job`.
+    max_location_steps : int, default=BLOCK_LOCATION_STEPS
+        Size of the blocks of data read and held at once, in location-steps;
+        it bounds the memory the input data takes.
 
     Returns
     -------
     dict
-        ``name``, ``output``, ``weights_sha256``, ``epochs`` run, final ``loss`` and ``seconds``.
+        ``name``, ``output``, ``weights_sha256``, ``epochs`` run, final
+        ``loss``, ``windows`` trained on (padding slots not counted),
+        ``fit_seconds`` spent in training and ``seconds`` in all.
 
     Raises
     ------
@@ -256,61 +251,70 @@ def train_job(job):
     shapes, settings = job["shapes"], job["training"]
     set_seed(settings["seed"])
 
-    data = load_training_data(job)
-    train_x, train_y = data["train"]
-    feature_scaler = Scaler(job["scaling"]["features"]).fit(train_x)
-    target_scaler = Scaler(job["scaling"]["targets"]).fit(train_y)
+    reader, train_part, validation_part, summary, mode = open_training_data(job)
+    with reader:
+        scalers = (Scaler(job["scaling"]["features"]), Scaler(job["scaling"]["targets"]))
+        train_batches = make_batch_stream(job, train_part, scalers, mode, True, max_location_steps)
+        validation_batches = None
+        if validation_part is not None:
+            validation_batches = make_batch_stream(job, validation_part, scalers, mode, False, max_location_steps)
+        if reader.filled_features:
+            logger.info("%s: filled %d missing feature value(s) with policy %r", job["name"], reader.filled_features, job["data"]["missing_features"])
+        if reader.masked_targets:
+            logger.info("%s: %d target value(s) missing or outside valid_range are masked in the loss", job["name"], reader.masked_targets)
+        summary["masked_targets"] = reader.masked_targets
+        summary["batches"] = {
+            stream.part.label: {"batches": stream.n_batches, "windows": stream.n_windows, "left_out_or_padded": stream.dropped}
+            for stream in (train_batches, validation_batches) if stream is not None
+        }
 
-    def scale(part):
-        return feature_scaler.transform(part[0]), target_scaler.transform(part[1])
+        n_features, n_targets = len(reader.feature_names), len(reader.target_names)
+        target_shape = (n_targets,) if mode != "sequence" else (shapes["timesteps"], n_targets)
+        architecture = architecture_of(job, n_features, n_targets)
+        model = models.build_training_model(architecture, shapes["batch_size"], shapes["timesteps"], shapes["stateful"])
+        optimizer = keras.optimizers.get({"class_name": settings["optimizer"], "config": {"learning_rate": settings["learning_rate"]}})
+        model.compile(
+            optimizer=optimizer,
+            loss=models.masked_loss(settings["loss"]),
+            jit_compile=settings["jit_compile"],
+            steps_per_execution=STEPS_PER_EXECUTION,
+        )
 
-    train_x, train_y = scale(data["train"])
-    rng = np.random.default_rng(settings["seed"])
-    shuffle_rng = None if shapes["stateful"] else rng
-    train_plan = _make_plan(job, train_x, train_y, shuffle_rng, "training")
-    train_batches = _make_batches(train_x, train_y, train_plan, shapes["timesteps"], shapes["return_sequences"], shuffle_rng, job)
+        logger.info(
+            "%s: training %s on %d batches of %d x %d steps for up to %d epochs",
+            job["name"], ", ".join(spec["type"] for spec in architecture["hidden_layers"]),
+            train_batches.n_batches, shapes["batch_size"], shapes["timesteps"], settings["epochs"],
+        )
+        fit_started = time.time()
+        history = model.fit(
+            train_batches.dataset(n_features, target_shape),
+            validation_data=validation_batches.dataset(n_features, target_shape) if validation_batches else None,
+            epochs=settings["epochs"],
+            shuffle=False,
+            verbose=0,
+            callbacks=_callbacks(job, validation_batches is not None),
+        )
+        fit_seconds = time.time() - fit_started
 
-    validation_batches, validation_plan = None, None
-    if data["validation"] is not None:
-        validation_x, validation_y = scale(data["validation"])
-        validation_plan = _make_plan(job, validation_x, validation_y, None, "validation")
-        validation_batches = _make_batches(validation_x, validation_y, validation_plan, shapes["timesteps"], shapes["return_sequences"])
-
-    architecture = architecture_of(job, len(data["feature_names"]), len(data["target_names"]))
-    model = models.build_training_model(architecture, shapes["batch_size"], shapes["timesteps"], shapes["stateful"])
-    optimizer = keras.optimizers.get({"class_name": settings["optimizer"], "config": {"learning_rate": settings["learning_rate"]}})
-    model.compile(optimizer=optimizer, loss=models.masked_loss(settings["loss"]), jit_compile=settings["jit_compile"])
-
-    logger.info(
-        "%s: training %s on %d batches of %d x %d steps for up to %d epochs",
-        job["name"], ", ".join(spec["type"] for spec in architecture["hidden_layers"]),
-        len(train_plan), shapes["batch_size"], shapes["timesteps"], settings["epochs"],
-    )
-    history = model.fit(
-        train_batches,
-        validation_data=validation_batches,
-        epochs=settings["epochs"],
-        shuffle=False,
-        verbose=0,
-        callbacks=_callbacks(job, train_plan, validation_plan, validation_batches is not None),
-    )
     history = {key: [float(v) for v in values] for key, values in history.history.items()}
     final_loss = history["loss"][-1]
     if not all(math.isfinite(v) for values in history.values() for v in values):
         raise TrainingError(f"{job['name']}: the loss was not finite during training; no model file was written")
+    windows = train_batches.n_windows * len(history["loss"])
+    logger.info("%s: trained on %d windows in %.1f s (%.0f windows/s)", job["name"], windows, fit_seconds, windows / max(fit_seconds, 1e-9))
 
     weights_sha256 = models.weights_hash(model)
     metadata = {
         "architecture": architecture,
-        "feature_names": data["feature_names"],
-        "target_names": data["target_names"],
-        "units": data["units"],
-        "scalers": {"features": feature_scaler.to_dict(), "targets": target_scaler.to_dict()},
+        "feature_names": reader.feature_names,
+        "target_names": reader.target_names,
+        "units": reader.units,
+        "scalers": {"features": scalers[0].to_dict(), "targets": scalers[1].to_dict()},
         "shapes": shapes,
         "weight_layout": models.weight_layout(model),
         "weights_sha256": weights_sha256,
         "history": history,
-        "data": data["summary"],
+        "data": summary,
         "job": {key: value for key, value in job.items() if key != "source"},
         "spec_sha256": job["spec_sha256"],
         "provenance": provenance(job, started),
@@ -327,5 +331,7 @@ def train_job(job):
         "weights_sha256": weights_sha256,
         "epochs": len(history["loss"]),
         "loss": final_loss,
+        "windows": windows,
+        "fit_seconds": fit_seconds,
         "seconds": seconds,
     }
