@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from rnnjobs.data import DataError, read_series
+from rnnjobs.data import DataError, SeriesReader
 from rnnjobs.scaling import Scaler
 
 logger = logging.getLogger(__name__)
@@ -29,13 +29,33 @@ def check_job_against_model(job, metadata):
     return list(given)
 
 
+class ScaledFeatures:
+    """Scaled features of a :class:`rnnjobs.data.SeriesReader`, read when sliced.
+
+    ``features[rows, steps]`` with two slices reads that block and scales it,
+    so :func:`predict_series` can take a file as it takes an array.
+    """
+
+    def __init__(self, reader, scaler):
+        self.reader = reader
+        self.scaler = scaler
+        self.shape = (reader.n_series, reader.n_times, len(reader.feature_names))
+
+    def __getitem__(self, key):
+        rows, steps = key
+        features, _ = self.reader.read(rows, steps.start, steps.stop)
+        return self.scaler.transform(features)
+
+
 def predict_series(model, architecture, features, location_chunk, time_chunk, on_chunk):
     """Run a state-carrying prediction model over ``features`` in chunks of locations and time.
 
     Within a location chunk, the final RNN states of one time chunk are the
     initial states of the next, so the result equals one pass over the whole
-    series. Locations never share state, so a location's forecast does not
-    depend on which others are in its chunk.
+    series, up to floating-point rounding. Locations never share state, so a
+    location's forecast does not depend on which others are in its chunk.
+    Memory is set by the chunk sizes: only one chunk of inputs, its RNN
+    activations and its predictions exist at a time.
 
     Parameters
     ----------
@@ -43,10 +63,13 @@ def predict_series(model, architecture, features, location_chunk, time_chunk, on
         From :func:`rnnjobs.models.build_prediction_model` with ``carry_state=True``.
     architecture : dict
     features : array-like of shape (n_locations, n_times, n_features)
-        Scaled inputs; anything that supports slicing, so it may read lazily.
+        Scaled inputs: an array, or anything with ``shape`` that returns an
+        array for ``features[rows, steps]`` with two slices, such as
+        :class:`ScaledFeatures`.
     location_chunk, time_chunk : int
     on_chunk : callable
-        Called as ``on_chunk(location_slice, time_slice, predictions)`` for every chunk.
+        Called as ``on_chunk(location_slice, time_slice, predictions)`` for
+        every chunk, in time order within each location chunk.
     """
     from rnnjobs.models import zero_states
 
@@ -64,6 +87,9 @@ def predict_series(model, architecture, features, location_chunk, time_chunk, on
 def forecast_job(job):
     """Run a normalized forecast job and write its netCDF-compatible output file.
 
+    The input is read one chunk of ``chunks.locations`` x ``chunks.time`` at
+    a time, and each chunk's forecast is written as soon as it is made.
+
     Returns
     -------
     dict
@@ -76,8 +102,6 @@ def forecast_job(job):
     """
     from rnnjobs import models
     from rnnjobs.modelfile import load_model_weights, read_model_metadata
-    from rnnjobs.output import ForecastWriter, atomic_output
-    from rnnjobs.runtime import provenance
 
     started = time.time()
     metadata = read_model_metadata(job["model_file"])
@@ -86,14 +110,22 @@ def forecast_job(job):
     model = models.build_prediction_model(architecture, carry_state=True)
     load_model_weights(model, job["model_file"], metadata)
 
-    data = read_series(job["data"], feature_names)
+    with SeriesReader(job["data"], feature_names) as reader:
+        return _forecast_from_reader(job, metadata, model, reader, started)
+
+
+def _forecast_from_reader(job, metadata, model, reader, started):
+    """Forecast every chunk of ``reader`` and write the output file; see :func:`forecast_job`."""
+    from rnnjobs.output import ForecastWriter, atomic_output
+    from rnnjobs.runtime import provenance
+
+    architecture = metadata["architecture"]
     spinup = job["spinup"]
-    n_locations, n_times = data.features.shape[:2]
+    n_locations, n_times = reader.n_series, reader.n_times
     if spinup >= n_times:
         raise DataError(f"{job['source']}: spinup: {spinup} steps leave nothing of the {n_times} input steps to forecast")
-    feature_scaler = Scaler.from_dict(metadata["scalers"]["features"])
+    features = ScaledFeatures(reader, Scaler.from_dict(metadata["scalers"]["features"]))
     target_scaler = Scaler.from_dict(metadata["scalers"]["targets"])
-    features = feature_scaler.transform(data.features)
 
     target_names = metadata["target_names"]
     attributes = {
@@ -101,7 +133,7 @@ def forecast_job(job):
         "source": "rnnjobs forecast",
         "model_file": metadata["path"],
         "model_weights_sha256": metadata["weights_sha256"],
-        "input_file": data.file,
+        "input_file": reader.file,
         "spinup_steps": spinup,
         "spec_sha256": job["spec_sha256"],
         "job": {key: value for key, value in job.items() if key != "source"},
@@ -112,10 +144,10 @@ def forecast_job(job):
     with atomic_output(job["output"]["file"]) as temporary:
         with ForecastWriter(
             temporary,
-            data.location_dim,
-            data.location_ids,
-            data.time_values[spinup:],
-            data.time_attrs,
+            reader.location_dim,
+            reader.location_ids,
+            reader.time_values[spinup:],
+            reader.time_attrs,
             target_names,
             metadata.get("units", {}),
             attributes,
@@ -137,6 +169,8 @@ def forecast_job(job):
                     f"{job['source']}: the forecast has non-finite values, first in the chunk at location "
                     f"index {bad_chunks[0][0]}, time index {bad_chunks[0][1]}; no output was written"
                 )
+            if reader.filled_features:
+                logger.info("%s: filled %d missing feature value(s) with policy %r", job["name"], reader.filled_features, job["data"]["missing_features"])
             writer.write_attributes({"provenance": provenance(job, started)})
 
     seconds = time.time() - started
