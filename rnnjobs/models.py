@@ -56,12 +56,14 @@ def _make_layer(index, spec, *, stateful, return_sequences, return_state=False):
 
 
 class TrainingModel(keras.Model):
-    """The training model; it takes batches ``(x, y, reset)`` and zeroes stateful RNN states where ``reset`` is true.
+    """The training model: it takes batches ``(x, y, reset)`` and zeroes stateful RNN states where ``reset`` is true.
 
     Resetting inside the training step, rather than from a per-batch
     callback, keeps the reset in the compiled step, so several steps can run
     per call (``steps_per_execution``) and under XLA. ``reset`` is one boolean
-    per batch; models without stateful layers ignore it.
+    per batch, and models without stateful layers ignore it. Batches ``(x, y)``
+    and ``(x, y, None)`` (from ``train_on_batch``) train without resets. A
+    third element is always taken as ``reset``, never as sample weights.
     """
 
     @property
@@ -88,15 +90,20 @@ class TrainingModel(keras.Model):
                 for state in tree.flatten(layer.states):
                     state.assign(ops.where(reset, ops.zeros_like(state.value), state.value))
 
+    def _take_reset(self, data):
+        """Apply the reset flag of a batch ``(x, y, reset)`` and return ``(x, y)``."""
+        if len(data) == 3:
+            x, y, reset = data
+            if reset is not None:
+                self._reset_states_if(reset)
+            data = (x, y)
+        return data
+
     def train_step(self, data):
-        x, y, reset = data
-        self._reset_states_if(reset)
-        return super().train_step((x, y))
+        return super().train_step(self._take_reset(data))
 
     def test_step(self, data):
-        x, y, reset = data
-        self._reset_states_if(reset)
-        return super().test_step((x, y))
+        return super().test_step(self._take_reset(data))
 
 
 def build_training_model(architecture, batch_size, timesteps, stateful=False):

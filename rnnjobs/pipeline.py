@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnjobs.batching import PADDING, batch_count, plan_regions, window_blocks
+from rnnjobs.batching import PADDING, batch_count, plan_regions
 
 logger = logging.getLogger(__name__)
 
@@ -299,9 +299,4 @@ class BatchStream:
         dataset = tf.data.Dataset.from_generator(next_epoch, output_signature=signature).unbatch()
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(self.n_batches))
         return dataset.prefetch(2 * BATCHES_PER_YIELD)
-
-
-def stateless_blocks(part, timesteps, stride, max_location_steps=BLOCK_LOCATION_STEPS):
-    """Return the read blocks of a part for stateless batches; see :func:`rnnjobs.batching.window_blocks`."""
-    return window_blocks(part.n_series, part.n_times, timesteps, stride, max_location_steps, part.reader.chunk_series)
 

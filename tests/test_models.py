@@ -107,3 +107,33 @@ def test_masked_loss_ignores_nan_targets():
     value = float(loss(y_true, y_pred))
 
     assert value == pytest.approx((1.0 + 4.0) / 2)
+
+
+def tf_batches(x, y, reset):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensors((x, y, np.bool_(reset)))
+
+
+def test_training_model_reset_flag_zeroes_states():
+    arch = architecture("LSTM")
+    model = models.build_training_model(arch, BATCH, STEPS, stateful=True)
+    model.compile(optimizer="sgd", loss="mse")
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype(np.float32)
+    y = rng.normal(size=(BATCH, STEPS, 1)).astype(np.float32)
+    lstm = model.get_layer("lstm_0")
+
+    model.train_on_batch(x, y)
+    carried = [np.array(state) for state in lstm.states]
+    model.test_on_batch(x, y)
+    model.evaluate(tf_batches(x, y, reset=True), verbose=0)
+    after_reset_batch = [np.array(state) for state in lstm.states]
+
+    assert any(np.abs(state).max() > 0 for state in carried)
+    expected = models.build_training_model(arch, BATCH, STEPS, stateful=True)
+    expected.set_weights(model.get_weights())
+    expected.predict_on_batch(x)
+    for got, want in zip(after_reset_batch, expected.get_layer("lstm_0").states):
+        assert np.allclose(got, np.array(want), atol=1e-6)
+

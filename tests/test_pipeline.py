@@ -1,7 +1,6 @@
 """The input pipeline: batches cut per block from a lazy reader, and training through it."""
 
 import numpy as np
-import pytest
 
 from conftest import train_job_dict, write_series_file
 from rnnjobs.batching import PADDING, stateful_plan, window_blocks
@@ -94,19 +93,6 @@ def test_stateless_windows_match_whole_arrays(series_file):
         x, _, _ = epoch_arrays(stateless_stream(RecordingReader(reader), budget=130, seed=None), 0)
 
     assert np.array_equal(sorted_windows(x.reshape(-1, 1, 10, 3)), sorted_windows(expected[:, None]))
-
-
-@pytest.mark.parametrize("remainder, n_batches, last_real", [("pad", 52, 0), ("drop", 51, 8)])
-def test_stateless_remainder(series_file, remainder, n_batches, last_real):
-    # 8 series x 51 windows = 408 windows; batches of 8 fit exactly, so take 7 series: 357 windows.
-    with SeriesReader(series_spec(series_file), FEATURES, TARGETS) as reader:
-        stream = stateless_stream(RecordingReader(reader), budget=130, remainder=remainder, batch_size=7 if remainder == "pad" else 7, rows=7)
-        x, y, _ = epoch_arrays(stream, 0)
-
-    assert stream.n_windows == 357 if remainder == "pad" else 357
-    assert len(x) == 51
-    assert not np.isnan(y).any()
-    assert stream.dropped == {}
 
 
 def test_stateless_last_batch_padded(series_file):
