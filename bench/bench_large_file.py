@@ -1,10 +1,10 @@
 """Peak memory of ``rnnjobs train`` on an HDF5 file of several GB.
 
-Writes a series file of ``--gigabytes`` (features a, b, c and target y, float32,
-``--locations`` locations) into a temporary folder, checks with ``df`` that
-the disk has room first, trains the example job's model (LSTM(20), Dense(10,
-relu), Dense(1); batch 32; windows of 24 steps) for one epoch on all of it,
-and deletes the folder afterwards. The window stride is chosen so that an
+Checks with ``df`` that the disk has room, then writes a series file of
+``--gigabytes`` (features a, b, c and target y, float32, ``--locations``
+locations) into a temporary folder. It trains the example job's model for one
+epoch on all of it: LSTM(20), Dense(10, relu) and Dense(1), batches of 32
+windows of 24 steps. The folder is deleted afterwards. The window stride is chosen so that an
 epoch has about ``--windows`` windows, but every block of the file is read:
 once to check values and fit the scalers, and once per epoch.
 

@@ -1,9 +1,9 @@
 """Training throughput of ``rnnjobs train`` against a plain Keras script, measured side by side.
 
-Both train the example job's model (LSTM(20), Dense(10, relu), Dense(1); batch
-32; windows of 24 steps, stride 4) on the same windows of
-``data/raws_ca_202401.h5`` for the same number of epochs, with the same
-validation locations, each in its own process. The plain script cuts all
+Both train the example job's model on the same windows of
+``data/raws_ca_202401.h5``, each in its own process: LSTM(20), Dense(10, relu)
+and Dense(1), batches of 32 windows of 24 steps with stride 4. They run the
+same number of epochs and hold out the same validation locations. The plain script cuts all
 windows into NumPy arrays, masks invalid targets with sample weights, and calls
 ``model.fit`` with Keras defaults. Early stopping is off, so both run every
 epoch.
