@@ -98,7 +98,9 @@ def forecast_job(job):
     Raises
     ------
     DataError
-        If the model file or the input data does not fit the job; nothing is written.
+        If the model file or the input data does not fit the job, or an input
+        value is invalid; nothing is written. Input values are checked as
+        their chunk is read, so an invalid one stops the job part way through.
     """
     from rnnjobs import models
     from rnnjobs.modelfile import load_model_weights, read_model_metadata

@@ -1,5 +1,6 @@
 """Forecasts in chunks of locations and time equal whole-array forecasts, with spin-up and any location count."""
 
+import os
 import shutil
 
 import h5py
@@ -8,7 +9,7 @@ import pytest
 
 from conftest import forecast_job_dict, train_job_dict, write_series_file
 from rnnjobs import models
-from rnnjobs.data import SeriesReader, read_series
+from rnnjobs.data import DataError, SeriesReader, read_series
 from rnnjobs.forecasting import ScaledFeatures, forecast_job, predict_series
 from rnnjobs.modelfile import load_model_weights, read_model_metadata
 from rnnjobs.scaling import Scaler
@@ -227,3 +228,19 @@ def test_forward_fill_across_time_chunks(lstm_model_file, tmp_path):
     whole, _ = run_forecast(tmp_path, model_file, str(gappy), "whole", data=data, chunks={"locations": 8, "time": 60})
 
     assert np.max(np.abs(chunked - whole)) <= 1e-5 * max(1.0, np.abs(whole).max())
+
+
+def test_missing_feature_in_later_chunk_writes_nothing(lstm_model_file, tmp_path):
+    model_file, data_file = lstm_model_file
+    gappy = tmp_path / "late_gap.h5"
+    shutil.copy(data_file, gappy)
+    with h5py.File(gappy, "r+") as h5file:
+        h5file["b"][6, 47] = np.nan
+    output = tmp_path / "late_gap.nc"
+    job = normalize_job(forecast_job_dict(gappy, model_file, output, chunks={"locations": 4, "time": 10}))
+
+    with pytest.raises(DataError, match=r"dataset 'b' has 1 missing .* first at location 'S006', time index 47"):
+        forecast_job(job)
+
+    assert not output.exists()
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".late_gap.nc")]
