@@ -262,11 +262,11 @@ def train_job(job, max_location_steps=BLOCK_LOCATION_STEPS):
             logger.info("%s: filled %d missing feature value(s) with policy %r", job["name"], reader.filled_features, job["data"]["missing_features"])
         if reader.masked_targets:
             logger.info("%s: %d target value(s) missing or outside valid_range are masked in the loss", job["name"], reader.masked_targets)
+        streams = [stream for stream in (train_batches, validation_batches) if stream is not None]
         summary["masked_targets"] = reader.masked_targets
-        summary["batches"] = {
-            stream.part.label: {"batches": stream.n_batches, "windows": stream.n_windows, "left_out_or_padded": stream.dropped}
-            for stream in (train_batches, validation_batches) if stream is not None
-        }
+        # What the remainder policy left out or padded, and the batches and windows of each epoch.
+        summary["left_out"] = {stream.part.label: stream.dropped for stream in streams}
+        summary["batches"] = {stream.part.label: {"batches": stream.n_batches, "windows": stream.n_windows} for stream in streams}
 
         n_features, n_targets = len(reader.feature_names), len(reader.target_names)
         target_shape = (n_targets,) if mode != "sequence" else (shapes["timesteps"], n_targets)

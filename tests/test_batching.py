@@ -306,8 +306,9 @@ def test_stateful_job_drop_is_logged_and_recorded(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="rnnjobs"):
         result = train_job(job)
 
-    batches = read_model_metadata(result["output"])["data"]["batches"]["training"]
-    assert batches["left_out_or_padded"] == {"series": 2, "steps_per_series": 5}
+    summary = read_model_metadata(result["output"])["data"]
+    batches = summary["batches"]["training"]
+    assert summary["left_out"] == {"training": {"series": 2, "steps_per_series": 5}}
     assert batches["batches"] == 2 * 4
     assert batches["windows"] == 8 * 4
     assert "'series': 2" in caplog.text
@@ -368,6 +369,6 @@ def test_stateful_samples_drop_recorded(tmp_path):
 
     result = train_job(samples_job(data_file, tmp_path, "dropped", remainder="drop"))
 
-    batches = read_model_metadata(result["output"])["data"]["batches"]["training"]
-    assert batches["left_out_or_padded"] == {"samples": 2}
-    assert batches["windows"] == 8
+    summary = read_model_metadata(result["output"])["data"]
+    assert summary["left_out"] == {"training": {"samples": 2}}
+    assert summary["batches"]["training"]["windows"] == 8
