@@ -253,7 +253,7 @@ def sequential_plan(n_samples, batch_size, remainder="error"):
             raise BatchPlanError(f"{n_samples} samples do not fill whole batches of {batch_size} ({leftover} left over)")
         if remainder == "drop":
             samples = samples[: n_full * batch_size]
-            dropped["samples"] = leftover
+            dropped["windows"] = leftover
         else:
             samples = np.concatenate([samples, np.full(batch_size - leftover, PADDING)])
             dropped["padding_slots"] = batch_size - leftover

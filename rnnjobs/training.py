@@ -173,17 +173,12 @@ def _callbacks(job, has_validation):
     class FailOnNaN(keras.callbacks.Callback):
         """Stop the job with an error soon after the loss stops being finite.
 
-        The loss is read every ``check_every`` calls and at the end of each
-        epoch, because reading it waits for the training step to finish.
-        Keras reports the running mean of the epoch, which stays NaN once a
-        batch was NaN, so a sparse check still catches every case.
+        Keras calls the batch hook once per call into TensorFlow, so every
+        :data:`STEPS_PER_EXECUTION` steps, with the running mean of the
+        epoch's loss. That mean stays non-finite once one step was, so no
+        step goes unchecked, but an infinite loss followed by NaN steps
+        shows as NaN.
         """
-
-        check_every = 32
-
-        def __init__(self):
-            super().__init__()
-            self.calls = 0
 
         def _check(self, logs, where):
             loss = float((logs or {}).get("loss", 0.0))
@@ -194,9 +189,7 @@ def _callbacks(job, has_validation):
                 )
 
         def on_train_batch_end(self, batch, logs=None):
-            self.calls += 1
-            if self.calls % self.check_every == 0:
-                self._check(logs, f"by batch {batch}")
+            self._check(logs, f"by batch {batch + 1}")
 
         def on_epoch_end(self, epoch, logs=None):
             self._check(logs, f"in epoch {epoch + 1}")

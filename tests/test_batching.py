@@ -128,7 +128,7 @@ def test_sequential_plan_resets_once():
 
 @pytest.mark.parametrize(
     "remainder, n_batches, dropped",
-    [("drop", 2, {"samples": 2}), ("pad", 3, {"padding_slots": 2})],
+    [("drop", 2, {"windows": 2}), ("pad", 3, {"padding_slots": 2})],
 )
 def test_sequential_plan_remainder(remainder, n_batches, dropped):
     plan = sequential_plan(n_samples=10, batch_size=4, remainder=remainder)
@@ -370,5 +370,5 @@ def test_stateful_samples_drop_recorded(tmp_path):
     result = train_job(samples_job(data_file, tmp_path, "dropped", remainder="drop"))
 
     summary = read_model_metadata(result["output"])["data"]
-    assert summary["left_out"] == {"training": {"samples": 2}}
+    assert summary["left_out"] == {"training": {"windows": 2}}
     assert summary["batches"]["training"]["windows"] == 8

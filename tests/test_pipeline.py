@@ -1,6 +1,8 @@
 """The input pipeline: batches cut per block from a lazy reader, and training through it."""
 
+import h5py
 import numpy as np
+import pytest
 
 from conftest import train_job_dict, write_series_file
 from rnnjobs.batching import PADDING, stateful_plan, window_blocks
@@ -9,7 +11,7 @@ from rnnjobs.modelfile import read_model_metadata
 from rnnjobs.pipeline import BatchStream, DataPart, scan_part
 from rnnjobs.scaling import Scaler
 from rnnjobs.spec import normalize_job
-from rnnjobs.training import train_job
+from rnnjobs.training import TrainingError, train_job
 
 FEATURES, TARGETS = ["a", "b", "c"], ["y"]
 
@@ -245,3 +247,16 @@ def test_long_series_training_bounded_blocks(tmp_path):
 
     assert result["windows"] == 6 * 951
     assert np.isfinite(result["loss"])
+
+
+def test_nonfinite_loss_fails_without_model_file(tmp_path):
+    path = write_series_file(tmp_path / "huge.h5")
+    with h5py.File(path, "r+") as h5file:
+        h5file["y"][...] = 1e30
+    job = small_job(path, tmp_path, "huge", training={"epochs": 2, "seed": 1})
+    job["scaling"] = {"features": "none", "targets": "none"}
+
+    with pytest.raises(TrainingError, match=r"training loss became (nan|inf) by batch \d+; no model file was written"):
+        train_job(job)
+
+    assert not (tmp_path / "huge.weights.h5").exists()
