@@ -254,7 +254,7 @@ def _forward_fill(values):
     return filled
 
 
-def read_series(spec, feature_names, target_names=()):
+def read_series(spec, feature_names, target_names=(), static_names=()):
     """Read features and targets in the series layout.
 
     Parameters
@@ -265,6 +265,9 @@ def read_series(spec, feature_names, target_names=()):
         Feature datasets, each shaped (location, time).
     target_names : sequence of str, default=()
         Target datasets; none for a forecast.
+    static_names : sequence of str, default=()
+        Datasets shaped (location,), such as elevation, repeated at every
+        time step and appended to the features.
 
     Returns
     -------
@@ -306,6 +309,9 @@ def read_series(spec, feature_names, target_names=()):
         for dataset in datasets:
             values = _read_rows(dataset, rows, time_slice, axis_order)
             blocks.append(to_float32(values, dataset))
+        for name in static_names:
+            values = _read_static(get_dataset(h5file, name), rows, n_locations)
+            blocks.insert(len(feature_names), np.repeat(values[:, None], stop - start, axis=1))
         stacked = np.stack(blocks, axis=-1)
 
         if time_coord is not None:
@@ -316,6 +322,7 @@ def read_series(spec, feature_names, target_names=()):
             time_attrs = {}
         units = {ds.name.strip("/"): _attr_text(ds.attrs["units"]) for ds in datasets if "units" in ds.attrs}
 
+    feature_names = list(feature_names) + list(static_names)
     n_features = len(feature_names)
     features = stacked[..., :n_features]
     invalid = np.zeros(features.shape, dtype=bool)
@@ -347,6 +354,16 @@ def read_series(spec, feature_names, target_names=()):
         time_start=start,
         masked_targets=masked,
     )
+
+
+def _read_static(dataset, rows, n_locations):
+    check_numeric(dataset)
+    if dataset.shape != (n_locations,):
+        raise DataError(
+            f"{dataset.file.filename}: static feature dataset {dataset.name!r} has shape {dataset.shape}, "
+            f"expected ({n_locations},): one value per location"
+        )
+    return to_float32(dataset[()][rows], dataset)
 
 
 def _check_axis_order(dataset, location_coord, time_coord, n_locations, n_times, path):

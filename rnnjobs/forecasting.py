@@ -12,8 +12,15 @@ logger = logging.getLogger(__name__)
 
 
 def check_job_against_model(job, metadata):
-    """Raise :class:`DataError` naming the first way the forecast job does not fit the model file."""
-    expected = metadata["feature_names"]
+    """Return the time-varying and static feature names, or raise :class:`DataError` naming the first mismatch."""
+    static = metadata.get("static_features", [])
+    given_static = job["data"].get("static_features", static)
+    if list(given_static) != list(static):
+        raise DataError(
+            f"{job['source']}: data.static_features: model file {metadata['path']} was trained with "
+            f"{static}, got {list(given_static)}"
+        )
+    expected = metadata["feature_names"][: len(metadata["feature_names"]) - len(static)]
     given = job["data"].get("features") or expected
     if len(given) != len(expected):
         raise DataError(
@@ -26,7 +33,7 @@ def check_job_against_model(job, metadata):
                 f"{job['source']}: data.features[{index}]: model file {metadata['path']} was trained "
                 f"with {want!r} in this position, got {have!r}"
             )
-    return list(given)
+    return list(given), list(static)
 
 
 def predict_series(model, architecture, features, location_chunk, time_chunk, on_chunk):
@@ -81,12 +88,12 @@ def forecast_job(job):
 
     started = time.time()
     metadata = read_model_metadata(job["model_file"])
-    feature_names = check_job_against_model(job, metadata)
+    feature_names, static_names = check_job_against_model(job, metadata)
     architecture = metadata["architecture"]
     model = models.build_prediction_model(architecture, carry_state=True)
     load_model_weights(model, job["model_file"], metadata)
 
-    data = read_series(job["data"], feature_names)
+    data = read_series(job["data"], feature_names, static_names=static_names)
     spinup = job["spinup"]
     n_locations, n_times = data.features.shape[:2]
     if spinup >= n_times:

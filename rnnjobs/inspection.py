@@ -18,7 +18,8 @@ def job_architecture(job):
             n_features = get_dataset(h5file, data["x"]).shape[-1]
             n_targets = get_dataset(h5file, data.get("y", "y")).shape[-1]
     else:
-        n_features, n_targets = len(data["features"]), len(data["targets"])
+        n_features = len(data["features"]) + len(data.get("static_features", []))
+        n_targets = len(data["targets"])
     from rnnjobs.training import architecture_of
 
     return architecture_of(job, n_features, n_targets), job["shapes"]

@@ -56,7 +56,8 @@ def library_versions():
     }
 
 
-def _file_record(path):
+def file_record(path):
+    """Return the path, size and modification time of a file, by which later changes are detected."""
     try:
         stat = os.stat(path)
     except OSError:
@@ -67,9 +68,9 @@ def _file_record(path):
 
 def provenance(job, started):
     """Return where an output came from: job file, inputs, libraries, host and times."""
-    inputs = [_file_record(job["data"]["file"])]
+    inputs = [file_record(job["data"]["file"])]
     if job["kind"] == "forecast":
-        inputs.append(_file_record(job["model_file"]))
+        inputs.append(file_record(job["model_file"]))
     return {
         "job_file": job.get("source"),
         "job_file_sha256": job.get("job_file_sha256"),

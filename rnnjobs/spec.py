@@ -77,6 +77,11 @@ _SERIES_DATA = {
         "layout": {"const": "series"},
         "features": {**_NAME_LIST, "description": "Datasets shaped (location, time), one per feature."},
         "targets": {**_NAME_LIST, "description": "Datasets shaped (location, time), one per target."},
+        "static_features": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1},
+            "description": "Datasets shaped (location,), such as elevation, given to the model at every step.",
+        },
         "locations": _LOCATIONS,
         "exclude_locations": {"type": "array", "items": {"type": ["string", "integer"]}},
         "time": _TIME_RANGE,

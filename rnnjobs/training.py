@@ -48,7 +48,7 @@ def load_training_data(job):
         validation = (data.features[cut:], data.targets[cut:]) if n_validation else None
         summary = {"layout": "samples", "file": data.file, "samples": n_samples, "validation_samples": n_validation}
     else:
-        data = read_series(spec, spec["features"], spec["targets"])
+        data = read_series(spec, spec["features"], spec["targets"], spec.get("static_features", []))
         n_locations = len(data.location_ids)
         n_validation = int(round(split * n_locations)) if split else 0
         order = np.random.default_rng(job["training"]["seed"]).permutation(n_locations)
@@ -303,6 +303,7 @@ def train_job(job):
     metadata = {
         "architecture": architecture,
         "feature_names": data["feature_names"],
+        "static_features": job["data"].get("static_features", []),
         "target_names": data["target_names"],
         "units": data["units"],
         "scalers": {"features": feature_scaler.to_dict(), "targets": target_scaler.to_dict()},
