@@ -240,3 +240,14 @@ def plot(forecast_file, observed_file, locations, output, hourly_output, **optio
         plot_error_by_hour(comparison, locations, hourly_output)
     click.echo(f"wrote {output}\nwrote {hourly_output}")
 
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text; a model file's metadata appears exactly as stored.")
+def inspect(file, as_json):
+    """Print what a model file or forecast file contains, without loading TensorFlow."""
+    from rnnjobs.inspection import format_inspection, inspect_file
+
+    with _exit_invalid_on_data_error():
+        info = inspect_file(file)
+    click.echo(json.dumps(info, indent=2) if as_json else format_inspection(info), nl=as_json)
