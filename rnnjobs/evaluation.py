@@ -215,12 +215,14 @@ def read_station_series(path, name):
         if dataset.ndim != 2:
             raise DataError(f"{path}: dataset {name!r} has shape {dataset.shape}, expected 2 dimensions (location, time)")
         n_locations, n_times = dataset.shape
+        # NOTE: the whole variable is read into memory as float64, 8 bytes per value.
         values = to_float32(dataset[()], dataset).astype(np.float64)
         values[~np.isfinite(values)] = np.nan
 
         location_coord = _dimension_scale(dataset, 0)
         time_coord = _dimension_scale(dataset, 1)
-        if location_coord is not None and time_coord is not None and len(location_coord) == n_times and len(time_coord) == n_locations and n_times != n_locations:
+        has_coordinates = location_coord is not None and time_coord is not None
+        if has_coordinates and (len(location_coord), len(time_coord)) == (n_times, n_locations) and n_times != n_locations:
             raise DataError(
                 f"{path}: dataset {name!r} has shape {dataset.shape} but its coordinates are (time, location); "
                 "rnnjobs evaluates only variables stored as (location, time)"
@@ -280,7 +282,13 @@ def held_out_locations(forecast_file):
         raise DataError(f"{metadata['path']}: the model was trained on ready-made samples, which have no location ids; select locations by id instead")
     seen = set(summary.get("train_locations", [])) | set(summary.get("validation_locations", []))
     forecast = read_station_series(forecast_file, forecast_variables(forecast_file)[0])
-    return [value for value in forecast.location_ids if value not in seen]
+    held_out = [value for value in forecast.location_ids if value not in seen]
+    if not held_out:
+        raise DataError(
+            f"{forecast_file}: the model file {metadata['path']} lists every {forecast.location_dim} of the "
+            "forecast for training or validation, so none is held out"
+        )
+    return held_out
 
 
 def compare_with_observations(

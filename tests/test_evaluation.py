@@ -331,3 +331,17 @@ def test_plot_without_matplotlib_says_what_to_install(files, tmp_path, monkeypat
     assert result.exit_code == 2
     assert "rnnjobs[plot]" in result.output
     assert not (tmp_path / "x.png").exists()
+
+
+def test_held_out_needs_unseen_station(tmp_path, series_file):
+    from rnnjobs.evaluation import held_out_locations
+    from rnnjobs.forecasting import forecast_job
+    from rnnjobs.spec import normalize_job
+    from rnnjobs.training import train_job
+
+    model_file, forecast_file = tmp_path / "m.weights.h5", tmp_path / "f.nc"
+    train_job(normalize_job(train_job_dict(series_file, model_file, training={"epochs": 1, "seed": 1}), str(tmp_path / "train.json")))
+    forecast_job(normalize_job(forecast_job_dict(series_file, model_file, forecast_file), str(tmp_path / "forecast.json")))
+
+    with pytest.raises(DataError, match="lists every station of the forecast for training or validation"):
+        held_out_locations(str(forecast_file))
