@@ -410,25 +410,25 @@ def _check_time_units(forecast, observed):
         raise DataError(f"{observed.file}: the time coordinate of {observed.name!r} is not strictly increasing")
 
 
-def location_indices(wanted, location_ids, source, location_dim, hint):
-    """Return the index in ``location_ids`` of each id in ``wanted``, in the order of ``wanted``.
+def location_indices(requested, location_ids, source, location_dim, hint):
+    """Return the index in ``location_ids`` of each id in ``requested``, in the order of ``requested``.
 
     Raises
     ------
     DataError
-        If ``wanted`` is empty or has ids not in ``location_ids``; the message
+        If ``requested`` is empty or has ids not in ``location_ids``; the message
         names ``source``, the first five missing ids and ``hint``.
     """
-    if not len(wanted):
+    if not len(requested):
         raise DataError(f"{source}: no {location_dim} selected")
     lookup = {value: i for i, value in enumerate(location_ids)}
-    unknown = [str(value) for value in wanted if str(value) not in lookup]
+    unknown = [str(value) for value in requested if str(value) not in lookup]
     if unknown:
         raise DataError(
             f"{source}: {len(unknown)} {location_dim} id(s) not found among the {len(lookup)} in the file, "
             f"first {', '.join(unknown[:5])}; {hint}"
         )
-    return np.asarray([lookup[str(value)] for value in wanted], dtype=np.int64)
+    return np.asarray([lookup[str(value)] for value in requested], dtype=np.int64)
 
 
 def _period(forecast, forecast_start, start, stop):
