@@ -6,6 +6,7 @@ is imported only by commands that build models, so ``--help``, ``validate``
 and ``schema`` answer quickly.
 """
 
+import contextlib
 import json
 import logging
 import sys
@@ -134,3 +135,119 @@ def describe(job_file):
     except DataError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_INVALID)
+
+
+def _split_ids(context, parameter, values):
+    """Turn repeated and comma-separated ids into one list, or None if none were given."""
+    ids = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    return ids or None
+
+
+def _comparison_options(command):
+    """Add the options shared by ``evaluate`` and ``plot``: files, variables, period and valid range."""
+    options = [
+        click.argument("forecast_file", type=click.Path(exists=True, dir_okay=False)),
+        click.option(
+            "--observed", "observed_file", required=True, type=click.Path(exists=True, dir_okay=False),
+            help="HDF5 file with the observed variable on (location, time) and the forecast's location ids and time units.",
+        ),
+        click.option("--variable", help="Forecast variable; by default the forecast file's only variable."),
+        click.option("--observed-variable", help="Observed variable; by default the same name as --variable."),
+        click.option(
+            "--forecast-start", type=click.IntRange(min=0),
+            help="Time index in the forecast file of the first forecast step. The steps before it give the "
+            "persistence and climatology baselines, and lead time 1 is this step. Without it, no baselines are scored.",
+        ),
+        click.option("--start", type=click.IntRange(min=0), help="First time index to score; by default --forecast-start, or 0."),
+        click.option("--stop", type=click.IntRange(min=1), help="Time index after the last one to score; by default the end of the forecast."),
+        click.option(
+            "--valid-range", nargs=2, type=float, metavar="MIN MAX", default=None,
+            help="Exclude observations outside [MIN, MAX] from scores and baselines, and count them.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@contextlib.contextmanager
+def _exit_invalid_on_data_error(*extra_errors):
+    """Print a :class:`DataError` (or one of ``extra_errors``) raised in the block and exit with status 2."""
+    from rnnjobs.data import DataError
+
+    try:
+        yield
+    except (DataError, *extra_errors) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def _check_output_suffix(context, parameter, value):
+    from rnnjobs.evaluation_report import NETCDF_SUFFIXES
+
+    if value is not None and not value.lower().endswith((".csv", *NETCDF_SUFFIXES)):
+        raise click.BadParameter(f"{value!r} must end in .csv, or in {', '.join(NETCDF_SUFFIXES)} for netCDF4-compatible HDF5")
+    return value
+
+
+@main.command()
+@_comparison_options
+@click.option("--stations", "locations", multiple=True, callback=_split_ids, metavar="ID[,ID...]", help="Score only these location ids; repeat the option or separate ids with commas.")
+@click.option("--held-out", is_flag=True, help="Score only the locations that the model never saw in training or validation, as recorded in its model file.")
+@click.option("--by", "breakdowns", multiple=True, type=click.Choice(["location", "lead-time"]), help="Also print each prediction's RMSE per location or per lead time.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), callback=_check_output_suffix, help="Write every score to this file: .csv, or .nc/.h5 for netCDF4-compatible HDF5.")
+def evaluate(forecast_file, observed_file, locations, held_out, breakdowns, output, **options):
+    """Score FORECAST_FILE against observations: RMSE, MAE and bias, with persistence and climatology baselines."""
+    from rnnjobs.evaluation import compare_with_observations, evaluate as score, held_out_locations
+    from rnnjobs.evaluation_report import format_evaluation, write_evaluation
+
+    if locations and held_out:
+        raise click.UsageError("give either --stations or --held-out, not both")
+    with _exit_invalid_on_data_error():
+        if held_out:
+            locations = held_out_locations(forecast_file)
+        evaluation = score(compare_with_observations(forecast_file, observed_file, locations=locations, **options))
+    click.echo(format_evaluation(evaluation, by=[name.replace("-", "_") for name in breakdowns]), nl=False)
+    if output:
+        write_evaluation(evaluation, output)
+
+
+@main.command()
+@_comparison_options
+@click.option("--stations", "locations", multiple=True, required=True, callback=_split_ids, metavar="ID[,ID...]", help="Location ids to plot; repeat the option or separate ids with commas.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG of forecast and observations; by default FORECAST_FILE with the suffix .png.")
+@click.option("--hourly-output", type=click.Path(dir_okay=False), help="PNG of the errors by hour of day; by default FORECAST_FILE with the suffix _error_by_hour.png.")
+def plot(forecast_file, observed_file, locations, output, hourly_output, **options):
+    """Plot FORECAST_FILE against observations at some locations, and its errors by hour of day.
+
+    The second figure shows the chosen locations and all locations of the
+    forecast. Both figures cover the scored period. Needs matplotlib
+    (pip install 'rnnjobs[plot]').
+    """
+    import os
+
+    from rnnjobs.evaluation import compare_with_observations
+    from rnnjobs.plotting import MissingDependencyError, plot_error_by_hour, plot_forecast
+
+    if locations is None:
+        raise click.BadParameter("no location ids given", param_hint="--stations")
+    stem = os.path.splitext(forecast_file)[0]
+    output = output or f"{stem}.png"
+    hourly_output = hourly_output or f"{stem}_error_by_hour.png"
+    with _exit_invalid_on_data_error(MissingDependencyError):
+        comparison = compare_with_observations(forecast_file, observed_file, **options)
+        plot_forecast(comparison, locations, output)
+        plot_error_by_hour(comparison, locations, hourly_output)
+    click.echo(f"wrote {output}\nwrote {hourly_output}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text; a model file's metadata appears exactly as stored.")
+def inspect(file, as_json):
+    """Print what a model file or forecast file contains, without loading TensorFlow."""
+    from rnnjobs.inspection import format_inspection, inspect_file
+
+    with _exit_invalid_on_data_error():
+        info = inspect_file(file)
+    click.echo(json.dumps(info, indent=2) if as_json else format_inspection(info), nl=as_json)
