@@ -7,26 +7,9 @@ import numpy as np
 
 from rnnjobs.data import DataError, read_series
 from rnnjobs.scaling import Scaler
+from rnnjobs.validation import check_job_against_model
 
 logger = logging.getLogger(__name__)
-
-
-def check_job_against_model(job, metadata):
-    """Raise :class:`DataError` naming the first way the forecast job does not fit the model file."""
-    expected = metadata["feature_names"]
-    given = job["data"].get("features") or expected
-    if len(given) != len(expected):
-        raise DataError(
-            f"{job['source']}: data.features: expected {len(expected)} features ({', '.join(expected)}) "
-            f"as in {metadata['path']}, got {len(given)} ({', '.join(given)})"
-        )
-    for index, (have, want) in enumerate(zip(given, expected)):
-        if have != want:
-            raise DataError(
-                f"{job['source']}: data.features[{index}]: model file {metadata['path']} was trained "
-                f"with {want!r} in this position, got {have!r}"
-            )
-    return list(given)
 
 
 def predict_series(model, architecture, features, location_chunk, time_chunk, on_chunk):
