@@ -550,18 +550,33 @@ def read_series(spec, feature_names, target_names=()):
 
 
 def _check_axis_order(dataset, location_coord, time_coord, n_locations, n_times, path):
+    current = "location,time" if dataset.shape == (n_locations, n_times) else "time,location"
+    other = "time,location" if current == "location,time" else "location,time"
+    hint = (
+        "; the axes look reversed (as written by column-major code such as MATLAB or Fortran); "
+        f"set data.axis_order to {other!r}"
+    )
     lengths = (
         len(location_coord) if location_coord is not None else None,
         len(time_coord) if time_coord is not None else None,
     )
     if lengths == (n_times, n_locations) and n_times != n_locations:
-        current = "time,location" if dataset.shape == (n_times, n_locations) else "location,time"
-        other = "location,time" if current == "time,location" else "time,location"
         raise DataError(
             f"{path}: dataset {dataset.name!r} has shape {dataset.shape} but the location coordinate has "
-            f"{lengths[0]} values and the time coordinate {lengths[1]}; the axes look reversed (as written by "
-            f"column-major code such as MATLAB or Fortran); set data.axis_order to {other!r}"
+            f"{lengths[0]} values and the time coordinate {lengths[1]}{hint}"
         )
+    if location_coord is not None and _looks_like_time(location_coord):
+        raise DataError(
+            f"{path}: dataset {dataset.name!r} has shape {dataset.shape} and its location axis, read as "
+            f"{current!r}, has the time coordinate {location_coord.name!r}{hint}"
+        )
+
+
+def _looks_like_time(coordinate):
+    """Return whether a coordinate dataset is a CF time axis (units 'X since ...' or standard_name time)."""
+    units = _attr_text(coordinate.attrs.get("units", ""))
+    standard_name = _attr_text(coordinate.attrs.get("standard_name", ""))
+    return " since " in units or standard_name == "time" or _attr_text(coordinate.attrs.get("axis", "")) == "T"
 
 
 def _attr_text(value):
