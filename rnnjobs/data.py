@@ -128,7 +128,7 @@ def get_dataset(h5file, name):
 
 
 def check_numeric(dataset):
-    """Raise :class:`DataError` unless ``dataset`` holds integers or floating-point numbers."""
+    """Raise :class:`DataError` unless ``dataset`` contains integers or floating-point numbers."""
     kind = dataset.dtype.kind
     if kind not in "iuf":
         raise DataError(

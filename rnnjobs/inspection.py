@@ -2,7 +2,7 @@
 
 import io
 
-from rnnjobs.data import get_dataset, open_hdf5
+from rnnjobs.data import check_sample_datasets, get_dataset, open_hdf5
 
 
 def job_architecture(job):
@@ -15,8 +15,9 @@ def job_architecture(job):
     data = job["data"]
     if data.get("layout") == "samples":
         with open_hdf5(data["file"]) as h5file:
-            n_features = get_dataset(h5file, data["x"]).shape[-1]
-            n_targets = get_dataset(h5file, data.get("y", "y")).shape[-1]
+            x_dataset, y_dataset = get_dataset(h5file, data["x"]), get_dataset(h5file, data.get("y", "y"))
+            feature_names, target_names = check_sample_datasets(x_dataset, y_dataset, data)
+        n_features, n_targets = len(feature_names), len(target_names)
     else:
         n_features, n_targets = len(data["features"]), len(data["targets"])
     from rnnjobs.training import architecture_of

@@ -67,9 +67,9 @@ def read_model_metadata(path):
 def stored_weight_shapes(path):
     """Return the shapes of the weight arrays Keras stored in a model file, in file order.
 
-    Keras 3 keeps each layer's variables as datasets under ``/layers``; their
-    order in the file is alphabetical by Keras's own layer names, not the
-    order of the model, so compare the shapes as a multiset.
+    Keras 3 keeps each layer's variables as datasets under ``/layers``. Their
+    order in the file follows Keras's own layer names alphabetically, not the
+    order of the model, so callers compare the shapes as a multiset.
     """
     shapes = []
     with open_hdf5(path) as h5file:

@@ -523,9 +523,9 @@ def _fill_defaults(raw, source, folder):
 def _checkable_semantic_problems(raw, source, folder):
     """Return the semantic problems of a job with schema errors, from the checks its values allow.
 
-    A job with a misspelt field should still hear about its model file name in
-    the same report, so each check runs on its own and one that trips over an
-    invalid value is skipped; the schema errors already name that value.
+    A job with a misspelt field should still get its model file name checked
+    in the same report. So each check runs on its own, and a check that fails
+    on an invalid value is skipped, because a schema error already names it.
     """
     try:
         job = _fill_defaults(raw, source, folder)

@@ -1,6 +1,6 @@
 """Checks of jobs against their data, model files and outputs, run before any job starts.
 
-``rnnjobs validate`` runs these checks alone; ``train``, ``forecast`` and
+``rnnjobs validate`` runs these checks alone. ``train``, ``forecast`` and
 ``run`` run them on every job before the first one starts, so a bad dataset
 stops the run with exit status 2 before any training. The checks open HDF5
 inputs read-only with h5py and never import TensorFlow. They read every
@@ -121,8 +121,8 @@ def check_job_data(job, produced=None):
         A normalized job.
     produced : dict, optional
         Maps the real path of each model file that a train job of the same run
-        writes to that job; a forecast that reads one is checked against the
-        train job instead of a file that does not exist yet.
+        writes to that job. A forecast that reads one of these files is checked
+        against the train job, because the file may not exist yet.
 
     Returns
     -------
@@ -338,6 +338,12 @@ def _check_forecast_job(job, check, produced):
 
 def _model_of_train_job(job):
     spec = job["data"]
+    if not spec.get("features"):
+        raise DataError(
+            f"{job['source']}: data.features: a forecast reads the model file this job writes, but the job "
+            "names no features, so the forecast cannot match its input datasets; list the names of the "
+            "columns of X in data.features"
+        )
     return {
         "feature_names": list(spec.get("features") or []),
         "path": f"{job['output']['model_file']} (written by {job['source']} in this run)",

@@ -1,9 +1,9 @@
 """Bad job files and bad data: each is rejected before any work, with a clear message and no output.
 
-Every kind of problem is one row of CASES: a builder makes the bad files in a
-temporary folder and returns the jobs; the test runs ``rnnjobs validate`` and
-the command that would run the jobs, and checks the exit status, the key
-words of the message and that no output exists.
+Every kind of problem is one row of CASES. A row's builder makes the bad files
+in a temporary folder and returns the jobs. The test runs ``rnnjobs validate``
+and then the command that would run the jobs, and checks the exit status, the
+key words of the message and that no output exists.
 """
 
 import json
@@ -326,6 +326,13 @@ def _datasets(group):
     return names
 
 
+def forecast_of_unnamed_samples(tmp_path, model):
+    x, y = samples()
+    train = samples_job(write_samples_file(tmp_path / "s.h5", x, y), tmp_path)
+    path = write_series_file(tmp_path / "in.h5")
+    return [train, forecast_job(path, train["output"]["model_file"], tmp_path)]
+
+
 def forecast_model_missing(tmp_path, model):
     path = write_series_file(tmp_path / "in.h5")
     return [forecast_job(path, tmp_path / "absent.weights.h5", tmp_path)]
@@ -412,6 +419,7 @@ CASES = {
     "stateful series remainder": Case(stateful_series_remainder, ["d.h5", "'a'", "10 training locations", "2 left over", "'drop'"]),
     "forecast feature names": Case(forecast_feature_names, ["data.features[2]", "'c'", "got 'x'"], absent=["never_read.h5: input file not found"]),
     "forecast architecture": Case(forecast_architecture, ["tampered.weights.h5", "do not fit the recorded architecture", "LSTM(3)", "(3, 12)", "(3, 16)"]),
+    "forecast of unnamed samples": Case(forecast_of_unnamed_samples, ["job0.json", "data.features", "names no features"]),
     "forecast model missing": Case(forecast_model_missing, ["absent.weights.h5", "model file not found", "rnnjobs run"]),
     "forecast model not rnnjobs": Case(forecast_model_not_rnnjobs, ["other.weights.h5", "not an rnnjobs model file"]),
     "spinup too long": Case(spinup_too_long, ["spinup", "20 steps", "20 input steps"]),
@@ -451,7 +459,7 @@ def test_bad_input_rejected(name, command, tmp_path, model_file):
     assert leftovers == []
 
 
-# Inputs that are unusual but valid: validate accepts them and says what the run will do.
+# Inputs that are unusual but valid: validate accepts them and reports what the run will do.
 
 
 def test_declared_axis_order_accepted(tmp_path):
@@ -643,7 +651,7 @@ def test_inputs_opened_read_only(tmp_path, file_locking, model_file):
     assert result.exit_code == 0, result.output
 
 
-# Fast answers: no TensorFlow for --help, validate and schema.
+# Fast commands: no TensorFlow for --help, validate and schema.
 
 
 @pytest.mark.parametrize("arguments", [["--help"], ["schema"], ["validate", "JOBS"]], ids=["help", "schema", "validate"])
@@ -679,3 +687,26 @@ def test_schema_command_prints_published_schema():
         published = json.load(stream)
     assert result.exit_code == 0
     assert json.loads(result.output) == published
+
+
+def test_expected_weight_shapes_match_keras():
+    from rnnjobs import models
+    from rnnjobs.validation import expected_weight_shapes
+
+    architecture = {
+        "hidden_layers": [
+            {"type": "LSTM", "units": 5},
+            {"type": "GRU", "units": 4},
+            {"type": "Dropout", "rate": 0.1},
+            {"type": "SimpleRNN", "units": 3},
+            {"type": "Dense", "units": 2},
+        ],
+        "output_activation": "linear",
+        "n_features": 3,
+        "n_targets": 2,
+        "return_sequences": True,
+    }
+
+    model = models.build_training_model(architecture, 4, 6)
+
+    assert expected_weight_shapes(architecture) == [shape for _, shape in models.weight_layout(model)]
