@@ -459,7 +459,7 @@ def select_series(h5file, spec, names):
     time_coord = get_dataset(h5file, time_dataset) if time_dataset else _dimension_scale(first, 1 - location_axis)
     _check_axis_order(first, location_coord, time_coord, n_locations, n_times, path)
 
-    location_ids = _decode_ids(location_coord[()]) if location_coord is not None else np.arange(n_locations)
+    location_ids = _decode_ids(read_block(location_coord, ())) if location_coord is not None else np.arange(n_locations)
     location_dim = location_coord.name.strip("/") if location_coord is not None else "location"
     rows = _select_locations(spec, location_ids, path)
 
@@ -631,8 +631,8 @@ def check_sample_datasets(x_dataset, y_dataset, spec):
         raise DataError(f"{path}: dataset {x_dataset.name!r} has shape {x_dataset.shape}, expected 3 dimensions {order}")
     if len(y_shape) not in (2, 3):
         raise DataError(
-            f"{path}: dataset {y_dataset.name!r} has shape {y_dataset.shape}, expected 2 or 3 dimensions, "
-            f"(samples, targets) or (samples, timesteps, targets)"
+            f"{path}: dataset {y_dataset.name!r} has shape {y_dataset.shape}, expected 2 or 3 dimensions: "
+            "(samples, targets) or (samples, timesteps, targets)"
         )
     if y_shape[0] != x_shape[0]:
         looks_reversed = x_dataset.shape[-1] == y_dataset.shape[-1]
@@ -648,18 +648,18 @@ def check_sample_datasets(x_dataset, y_dataset, spec):
         )
 
     names = []
-    for dataset, shape, field_name, kind in ((x_dataset, x_shape, "features", "features"), (y_dataset, y_shape, "targets", "targets")):
-        given = spec.get(field_name)
-        if given is None:
+    for dataset, shape, field_name in ((x_dataset, x_shape, "features"), (y_dataset, y_shape, "targets")):
+        job_names = spec.get(field_name)
+        if job_names is None:
             names.append([f"{dataset.name.strip('/')}[{k}]" for k in range(shape[-1])])
             continue
-        if len(given) != shape[-1]:
-            looks_reversed = _sample_shape(dataset, not reverse)[-1] == len(given)
+        if len(job_names) != shape[-1]:
+            looks_reversed = _sample_shape(dataset, not reverse)[-1] == len(job_names)
             raise DataError(
-                f"{path}: dataset {dataset.name!r}: expected {len(given)} {kind} as data.{field_name} names "
-                f"({', '.join(given)}), got {shape[-1]} (shape {dataset.shape}){hint if looks_reversed else ''}"
+                f"{path}: dataset {dataset.name!r}: expected {len(job_names)} {field_name} as data.{field_name} names "
+                f"({', '.join(job_names)}), got {shape[-1]} (shape {dataset.shape}){hint if looks_reversed else ''}"
             )
-        names.append(list(given))
+        names.append(list(job_names))
     return names[0], names[1]
 
 
