@@ -14,7 +14,7 @@ import sys
 import click
 
 from rnnjobs import __version__
-from rnnjobs.spec import JOB_SCHEMA, JobError, load_jobs
+from rnnjobs.spec import JOB_SCHEMA, JobError, collect_jobs, load_jobs
 
 logger = logging.getLogger("rnnjobs")
 
@@ -63,6 +63,18 @@ def _load_or_exit(job_files, kinds=None):
     return jobs
 
 
+def _check_or_exit(jobs):
+    # Data checks need h5py and NumPy but not TensorFlow, so they run before
+    # any worker starts and a bad input stops the whole run with status 2.
+    from rnnjobs.validation import DataCheckError, check_jobs
+
+    try:
+        check_jobs(jobs)
+    except DataCheckError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
 def _print_summary(results):
     width = max(len(result["name"]) for result in results)
     click.echo(f"{'job':<{width}}  {'status':<6}  {'seconds':>8}  output")
@@ -88,7 +100,9 @@ def _run_and_exit(jobs, n_jobs):
 @_PARALLEL
 def train(job_files, n_jobs):
     """Train the models that train JOB_FILES describe and write their model files."""
-    _run_and_exit(_load_or_exit(job_files, ("train",)), n_jobs)
+    jobs = _load_or_exit(job_files, ("train",))
+    _check_or_exit(jobs)
+    _run_and_exit(jobs, n_jobs)
 
 
 @main.command()
@@ -96,7 +110,9 @@ def train(job_files, n_jobs):
 @_PARALLEL
 def forecast(job_files, n_jobs):
     """Run the forecast JOB_FILES and write their forecast files."""
-    _run_and_exit(_load_or_exit(job_files, ("forecast",)), n_jobs)
+    jobs = _load_or_exit(job_files, ("forecast",))
+    _check_or_exit(jobs)
+    _run_and_exit(jobs, n_jobs)
 
 
 @main.command()
@@ -104,16 +120,36 @@ def forecast(job_files, n_jobs):
 @_PARALLEL
 def run(job_files, n_jobs):
     """Run train and forecast JOB_FILES, each forecast after the training it needs."""
-    _run_and_exit(_load_or_exit(job_files), n_jobs)
+    jobs = _load_or_exit(job_files)
+    _check_or_exit(jobs)
+    _run_and_exit(jobs, n_jobs)
 
 
 @main.command()
 @_JOB_FILES
 def validate(job_files):
-    """Check JOB_FILES against the schema and their data without training; exit 0 or 2."""
-    jobs = _load_or_exit(job_files)
+    """Check JOB_FILES, their data and model files without training; exit 0 if all are valid, else 2."""
+    from rnnjobs.validation import check_each_job
+
+    jobs, errors = collect_jobs(job_files)
+    for err in errors:
+        click.echo(f"error: {err}", err=True)
+
+    checks = check_each_job(jobs)
     for job in jobs:
+        check = checks[job["source"]]
+        if check.problems:
+            problems = "\n".join(f"  {problem}" for problem in check.problems)
+            click.echo(f"error: {job['source']}: data check failed:\n{problems}", err=True)
+            continue
         click.echo(f"{job['source']}: valid {job['kind']} job {job['name']!r}")
+        for note in check.notes:
+            click.echo(f"  {note}")
+
+    invalid = len(errors) + sum(1 for check in checks.values() if check.problems)
+    if invalid:
+        click.echo(f"{invalid} of {len(job_files)} job file(s) invalid", err=True)
+        sys.exit(EXIT_INVALID)
 
 
 @main.command()

@@ -93,7 +93,7 @@ def open_hdf5(path):
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, expected an HDF5 file")
     if not h5py.is_hdf5(path):
-        raise DataError(f"{path}: not an HDF5 file (no HDF5 signature); check the path and the file format")
+        raise DataError(f"{path}: not an HDF5 file (no HDF5 signature){_format_hint(path)}; check the path and the file format")
     try:
         return h5py.File(path, "r")
     except BlockingIOError as err:
@@ -103,6 +103,19 @@ def open_hdf5(path):
         if "lock" in text.lower():
             raise DataError(f"{path}: cannot lock the file ({text}); {LOCKING_HINT}") from err
         raise DataError(f"{path}: cannot be opened as HDF5, the file may be truncated or damaged ({text})") from err
+
+
+def _format_hint(path):
+    try:
+        with open(path, "rb") as stream:
+            magic = stream.read(4)
+    except OSError:
+        return ""
+    if magic[:3] == b"CDF":
+        return " but a netCDF-3 file; convert it with 'nccopy -k nc4 IN OUT'"
+    if not magic:
+        return " but empty"
+    return ""
 
 
 def get_dataset(h5file, name):
@@ -115,29 +128,82 @@ def get_dataset(h5file, name):
 
 
 def check_numeric(dataset):
-    """Raise :class:`DataError` unless ``dataset`` holds integers or floating-point numbers."""
+    """Raise :class:`DataError` unless ``dataset`` contains integers or floating-point numbers."""
     kind = dataset.dtype.kind
     if kind not in "iuf":
         raise DataError(
-            f"{dataset.file.filename}: dataset {dataset.name!r} has dtype {dataset.dtype}, "
-            "expected integer or floating-point numbers"
+            f"{dataset.file.filename}: dataset {dataset.name!r} has dtype {_dtype_text(dataset.dtype)}, "
+            "expected integer or floating-point numbers; store the values as numbers"
         )
 
 
-def to_float32(values, dataset):
-    """Cast values read from ``dataset`` to float32, rejecting finite values beyond its range."""
+def _dtype_text(dtype):
+    if h5py.check_string_dtype(dtype) is not None or dtype.kind in "SU":
+        return f"{dtype} (text)"
+    kinds = {"b": "boolean", "c": "complex", "V": "compound or opaque", "O": "object"}
+    return f"{dtype} ({kinds[dtype.kind]})" if dtype.kind in kinds else str(dtype)
+
+
+def read_block(dataset, selection):
+    """Read ``dataset[selection]``, reporting a failed read as a damaged file.
+
+    Raises
+    ------
+    DataError
+        If HDF5 cannot read the data, for example a corrupt compressed chunk.
+    """
+    try:
+        return dataset[selection]
+    except OSError as err:
+        raise DataError(
+            f"{dataset.file.filename}: dataset {dataset.name!r} cannot be read, the file may be "
+            f"damaged or truncated ({err})"
+        ) from err
+
+
+def float32_overflow(values):
+    """Return a mask of the finite values of ``values`` beyond the float32 range."""
+    if values.dtype.kind != "f" or values.dtype.itemsize <= 4:
+        return np.zeros(values.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (np.abs(values) > FLOAT32_MAX)
+
+
+def first_position(mask):
+    """Return the index tuple of the first true element of ``mask``, or None."""
+    flat = np.flatnonzero(mask)
+    if not len(flat):
+        return None
+    return tuple(int(i) for i in np.unravel_index(flat[0], mask.shape))
+
+
+def float32_overflow_error(path, dataset_name, count, where, value):
+    """Return the :class:`DataError` for values that float32 cannot hold."""
+    return DataError(
+        f"{path}: dataset {dataset_name!r} has {count} value(s) beyond the float32 range "
+        f"(+-{FLOAT32_MAX:.3g}), first at {where}: {value!r}; rescale the data, for example to other units"
+    )
+
+
+def to_float32(values, dataset, describe_position=None):
+    """Cast values read from ``dataset`` to float32, rejecting finite values beyond its range.
+
+    Parameters
+    ----------
+    values : ndarray
+    dataset : h5py.Dataset
+        The dataset ``values`` were read from, for messages.
+    describe_position : callable, optional
+        Turns an index tuple of ``values`` into text for the error message;
+        by default the message gives the index tuple.
+    """
     if values.dtype == np.float32:
         return values
-    if values.dtype.kind == "f":
-        finite = np.isfinite(values)
-        too_large = finite & (np.abs(values) > FLOAT32_MAX)
-        if too_large.any():
-            position = tuple(int(i) for i in np.argwhere(too_large)[0])
-            raise DataError(
-                f"{dataset.file.filename}: dataset {dataset.name!r} has {int(too_large.sum())} value(s) "
-                f"beyond the float32 range (+-{FLOAT32_MAX:.3g}), first at index {position}: "
-                f"{values[position]!r}; rescale the data"
-            )
+    overflow = float32_overflow(values)
+    if overflow.any():
+        position = first_position(overflow)
+        where = describe_position(position) if describe_position else f"index {position}"
+        raise float32_overflow_error(dataset.file.filename, dataset.name, int(overflow.sum()), where, values[position])
     logger.info("%s: cast dataset %s from %s to float32", dataset.file.filename, dataset.name, values.dtype)
     return values.astype(np.float32)
 
@@ -194,25 +260,49 @@ def _read_rows(dataset, rows, time_slice, axis_order):
     order = np.argsort(rows)
     sorted_rows = rows[order]
     if axis_order == "time,location":
-        block = dataset[time_slice, sorted_rows].T
+        block = read_block(dataset, (time_slice, sorted_rows)).T
     else:
-        block = dataset[sorted_rows, time_slice]
+        block = read_block(dataset, (sorted_rows, time_slice))
     restored = np.empty_like(block)
     restored[order] = block
     return restored
 
 
-def _check_series_shape(dataset, expected, spec):
+def check_series_shape(dataset, expected, axis_order, first_name=None):
+    """Check that ``dataset`` is 2-D and, if ``expected`` is given, has that (location, time) shape.
+
+    Parameters
+    ----------
+    dataset : h5py.Dataset
+    expected : tuple of int or None
+        ``(n_locations, n_times)`` of the first dataset of the job.
+    axis_order : {"location,time", "time,location"}
+    first_name : str, optional
+        Name of the dataset ``expected`` comes from, for the message.
+
+    Returns
+    -------
+    tuple of int
+        The shape as ``(n_locations, n_times)``.
+    """
+    path = dataset.file.filename
     if dataset.ndim != 2:
+        hint = ""
+        if dataset.ndim == 3:
+            hint = "; a (location, time, feature) dataset is not supported, store one dataset per variable"
+        elif dataset.ndim == 1:
+            hint = "; store a single series with shape (1, time)"
         raise DataError(
-            f"{dataset.file.filename}: dataset {dataset.name!r} has shape {dataset.shape}, "
-            "expected 2 dimensions (location, time)"
+            f"{path}: dataset {dataset.name!r} has shape {dataset.shape}, expected 2 dimensions (location, time){hint}"
         )
-    shape = dataset.shape if spec.get("axis_order", "location,time") == "location,time" else dataset.shape[::-1]
+    shape = dataset.shape if axis_order == "location,time" else dataset.shape[::-1]
     if expected is not None and shape != expected:
+        hint = ""
+        if shape[::-1] == expected:
+            hint = "; its axes look reversed against the others, so write all variables with the same axis order"
         raise DataError(
-            f"{dataset.file.filename}: dataset {dataset.name!r} has shape {shape} as (location, time), "
-            f"expected {expected} like the first feature"
+            f"{path}: dataset {dataset.name!r} has shape {shape} as (location, time), "
+            f"expected {expected} like {repr(first_name) if first_name else 'the first feature'}{hint}"
         )
     return shape
 
@@ -224,19 +314,58 @@ def _mask_invalid(values, name, spec):
     return invalid
 
 
-def _handle_missing_features(values, invalid, names, spec, location_ids, time_start, path):
+def invalid_value_counts(values, name, spec):
+    """Count the NaN, infinite and out-of-``valid_range`` values of variable ``name``.
+
+    Returns
+    -------
+    dict
+        ``{"NaN": n, "infinite": n, "outside valid_range [low, high]": n}``
+        with only the kinds that occur.
+    """
+    counts = {"NaN": int(np.isnan(values).sum()), "infinite": int(np.isinf(values).sum())}
+    if name in spec.get("valid_range", {}):
+        low, high = spec["valid_range"][name]
+        with np.errstate(invalid="ignore"):
+            counts[f"outside valid_range [{low}, {high}]"] = int(((values < low) | (values > high)).sum())
+    return {kind: count for kind, count in counts.items() if count}
+
+
+def merge_counts(counts_list):
+    """Add up several count dicts such as those of :func:`invalid_value_counts`."""
+    merged = {}
+    for counts in counts_list:
+        for kind, count in counts.items():
+            merged[kind] = merged.get(kind, 0) + count
+    return merged
+
+
+def missing_features_error(path, dataset_name, counts, where):
+    """Return the :class:`DataError` for invalid feature values under the ``error`` policy."""
+    total = sum(counts.values())
+    kinds = ", ".join(f"{count} {kind}" for kind, count in counts.items())
+    return DataError(
+        f"{path}: dataset {dataset_name!r} has {total} missing or invalid feature value(s) ({kinds}), "
+        f"first at {where}; clean the data or set data.missing_features to 'ffill' or 'zero'"
+    )
+
+
+def series_position(location_dim, location_id, time_index):
+    """Describe a position in the series layout, such as ``station 'S002', time index 3``."""
+    return f"{location_dim} {location_id!r}, time index {time_index}"
+
+
+def _handle_missing_features(values, invalid, names, spec, location_ids, time_start, path, location_dim="location"):
     count = int(invalid.sum())
     if not count:
         return values
     policy = spec.get("missing_features", "error")
     first = np.argwhere(invalid)[0]
     if policy == "error":
-        where = f"location {location_ids[first[0]]!r}, time index {time_start + int(first[1])}"
-        raise DataError(
-            f"{path}: dataset {names[first[2]]!r} has {count} missing or invalid value(s) "
-            f"(NaN, infinite or outside valid_range), first at {where}; clean the data or set "
-            "data.missing_features to 'ffill' or 'zero'"
-        )
+        feature = int(first[2])
+        counts = invalid_value_counts(values[..., feature], names[feature], spec)
+        where = series_position(location_dim, location_ids[first[0]], time_start + int(first[1]))
+        raise missing_features_error(path, names[feature], counts, where)
     values = np.where(invalid, np.nan, values)
     if policy == "ffill":
         values = _forward_fill(values)
@@ -252,6 +381,97 @@ def _forward_fill(values):
     np.maximum.accumulate(index, axis=1, out=index)
     filled = np.take_along_axis(values, index, axis=1)
     return filled
+
+
+@dataclass
+class SeriesSelection:
+    """The datasets of a series-layout job and the part of them it selects.
+
+    Attributes
+    ----------
+    datasets : list of h5py.Dataset
+        Features, then targets, all checked to be numeric with one shape.
+    n_locations, n_times : int
+        Shape of the datasets as (location, time).
+    location_ids : ndarray of shape (n_locations,)
+        Ids from the location coordinate, or the location indices.
+    location_dim : str
+    rows : ndarray of int
+        Indices of the selected locations, in the job's order.
+    start, stop : int
+        Selected time range, stop excluded.
+    time_coord : h5py.Dataset or None
+    """
+
+    datasets: list
+    n_locations: int
+    n_times: int
+    location_ids: np.ndarray
+    location_dim: str
+    rows: np.ndarray
+    start: int
+    stop: int
+    time_coord: object = None
+
+
+def reversed_axes_hint(axis_order):
+    """Return the hint to set ``data.axis_order``, or an empty string when it is already reversed."""
+    if axis_order != "location,time":
+        return ""
+    return (
+        "; if the file was written by column-major code such as MATLAB or Fortran, its axes are "
+        "reversed: set data.axis_order to 'time,location'"
+    )
+
+
+def select_series(h5file, spec, names):
+    """Check the series datasets ``names`` of an open file and resolve the locations and times a job selects.
+
+    Reads only the coordinates, never the data, so it is cheap on large files.
+
+    Returns
+    -------
+    SeriesSelection
+
+    Raises
+    ------
+    DataError
+        If a dataset is missing, not numeric or of another shape, the axes
+        look reversed, or the selection is empty or outside the data.
+    """
+    path = h5file.filename
+    axis_order = spec.get("axis_order", "location,time")
+    datasets = [get_dataset(h5file, name) for name in names]
+    shape = None
+    for dataset in datasets:
+        check_numeric(dataset)
+        shape = check_series_shape(dataset, shape, axis_order, datasets[0].name)
+    n_locations, n_times = shape
+    first = datasets[0]
+    location_axis = 0 if axis_order == "location,time" else 1
+
+    location_dataset = spec.get("location_coordinate")
+    if location_dataset:
+        location_coord = get_dataset(h5file, location_dataset)
+    else:
+        location_coord = _dimension_scale(first, location_axis)
+    time_dataset = spec.get("time_coordinate")
+    time_coord = get_dataset(h5file, time_dataset) if time_dataset else _dimension_scale(first, 1 - location_axis)
+    _check_axis_order(first, location_coord, time_coord, n_locations, n_times, path)
+
+    location_ids = _decode_ids(read_block(location_coord, ())) if location_coord is not None else np.arange(n_locations)
+    location_dim = location_coord.name.strip("/") if location_coord is not None else "location"
+    rows = _select_locations(spec, location_ids, path)
+
+    time_range = spec.get("time", {})
+    start = time_range.get("start", 0)
+    stop = time_range.get("stop", n_times)
+    if stop > n_times or start >= stop:
+        hint = reversed_axes_hint(axis_order) if stop <= n_locations else ""
+        raise DataError(
+            f"{path}: data.time [{start}, {stop}) is outside the {n_times} time steps of dataset {first.name!r}{hint}"
+        )
+    return SeriesSelection(datasets, n_locations, n_times, location_ids, location_dim, rows, start, stop, time_coord)
 
 
 def read_series(spec, feature_names, target_names=(), static_names=()):
@@ -276,41 +496,21 @@ def read_series(spec, feature_names, target_names=(), static_names=()):
     path = spec["file"]
     axis_order = spec.get("axis_order", "location,time")
     with open_hdf5(path) as h5file:
-        datasets = [get_dataset(h5file, name) for name in list(feature_names) + list(target_names)]
-        shape = None
-        for dataset in datasets:
-            check_numeric(dataset)
-            shape = _check_series_shape(dataset, shape, spec)
-        n_locations, n_times = shape
-        first = datasets[0]
-        location_axis = 0 if axis_order == "location,time" else 1
-
-        location_dataset = spec.get("location_coordinate")
-        if location_dataset:
-            location_coord = get_dataset(h5file, location_dataset)
-        else:
-            location_coord = _dimension_scale(first, location_axis)
-        time_dataset = spec.get("time_coordinate")
-        time_coord = get_dataset(h5file, time_dataset) if time_dataset else _dimension_scale(first, 1 - location_axis)
-        _check_axis_order(first, location_coord, time_coord, n_locations, n_times, path)
-
-        location_ids = _decode_ids(location_coord[()]) if location_coord is not None else np.arange(n_locations)
-        location_dim = location_coord.name.strip("/") if location_coord is not None else "location"
-        rows = _select_locations(spec, location_ids, path)
-
-        time_range = spec.get("time", {})
-        start = time_range.get("start", 0)
-        stop = time_range.get("stop", n_times)
-        if stop > n_times or start >= stop:
-            raise DataError(f"{path}: data.time [{start}, {stop}) is outside the {n_times} time steps of {first.name!r}")
+        selection = select_series(h5file, spec, list(feature_names) + list(target_names))
+        datasets, time_coord = selection.datasets, selection.time_coord
+        location_ids, location_dim, rows = selection.location_ids, selection.location_dim, selection.rows
+        start, stop = selection.start, selection.stop
         time_slice = slice(start, stop)
+
+        def describe_position(position):
+            return series_position(location_dim, location_ids[rows][position[0]], start + position[1])
 
         blocks = []
         for dataset in datasets:
             values = _read_rows(dataset, rows, time_slice, axis_order)
-            blocks.append(to_float32(values, dataset))
+            blocks.append(to_float32(values, dataset, describe_position))
         for name in static_names:
-            values = _read_static(get_dataset(h5file, name), rows, n_locations)
+            values = read_static(get_dataset(h5file, name), rows, selection.n_locations)
             blocks.insert(len(feature_names), np.repeat(values[:, None], stop - start, axis=1))
         stacked = np.stack(blocks, axis=-1)
 
@@ -328,7 +528,7 @@ def read_series(spec, feature_names, target_names=(), static_names=()):
     invalid = np.zeros(features.shape, dtype=bool)
     for k, name in enumerate(feature_names):
         invalid[..., k] = _mask_invalid(features[..., k], name, spec)
-    features = _handle_missing_features(features, invalid, list(feature_names), spec, location_ids[rows], start, path)
+    features = _handle_missing_features(features, invalid, list(feature_names), spec, location_ids[rows], start, path, location_dim)
 
     targets, masked = None, 0
     if target_names:
@@ -356,7 +556,8 @@ def read_series(spec, feature_names, target_names=(), static_names=()):
     )
 
 
-def _read_static(dataset, rows, n_locations):
+def read_static(dataset, rows, n_locations):
+    """Check a static feature dataset shaped (location,) and return its values at ``rows`` as float32."""
     check_numeric(dataset)
     if dataset.shape != (n_locations,):
         raise DataError(
@@ -367,6 +568,12 @@ def _read_static(dataset, rows, n_locations):
 
 
 def _check_axis_order(dataset, location_coord, time_coord, n_locations, n_times, path):
+    current = "location,time" if dataset.shape == (n_locations, n_times) else "time,location"
+    other = "time,location" if current == "location,time" else "location,time"
+    hint = (
+        "; the axes look reversed (as written by column-major code such as MATLAB or Fortran); "
+        f"set data.axis_order to {other!r}"
+    )
     lengths = (
         len(location_coord) if location_coord is not None else None,
         len(time_coord) if time_coord is not None else None,
@@ -374,9 +581,20 @@ def _check_axis_order(dataset, location_coord, time_coord, n_locations, n_times,
     if lengths == (n_times, n_locations) and n_times != n_locations:
         raise DataError(
             f"{path}: dataset {dataset.name!r} has shape {dataset.shape} but the location coordinate has "
-            f"{lengths[0]} values and the time coordinate {lengths[1]}; the axes look reversed (as written by "
-            "column-major code such as MATLAB or Fortran); set data.axis_order to 'time,location'"
+            f"{lengths[0]} values and the time coordinate {lengths[1]}{hint}"
         )
+    if location_coord is not None and _looks_like_time(location_coord):
+        raise DataError(
+            f"{path}: dataset {dataset.name!r} has shape {dataset.shape} and its location axis, read as "
+            f"{current!r}, has the time coordinate {location_coord.name!r}{hint}"
+        )
+
+
+def _looks_like_time(coordinate):
+    """Return whether a coordinate dataset is a CF time axis (units 'X since ...' or standard_name time)."""
+    units = _attr_text(coordinate.attrs.get("units", ""))
+    standard_name = _attr_text(coordinate.attrs.get("standard_name", ""))
+    return " since " in units or standard_name == "time" or _attr_text(coordinate.attrs.get("axis", "")) == "T"
 
 
 def _attr_text(value):
@@ -387,6 +605,82 @@ def _attr_text(value):
     return str(value)
 
 
+def sample_position(sample, step, feature_name):
+    """Describe a position in X of the samples layout."""
+    return f"sample {sample}, timestep {step}, feature {feature_name!r}"
+
+
+def _sample_shape(dataset, reverse):
+    return dataset.shape[::-1] if reverse else dataset.shape
+
+
+def check_sample_datasets(x_dataset, y_dataset, spec):
+    """Check X and y of the samples layout against each other and the job's variable names.
+
+    Parameters
+    ----------
+    x_dataset, y_dataset : h5py.Dataset
+    spec : dict
+        The ``data`` section of a normalized job.
+
+    Returns
+    -------
+    feature_names, target_names : list of str
+        From the job, or ``X[k]`` and ``y[k]`` when it names none.
+
+    Raises
+    ------
+    DataError
+        If a dataset is not numeric, has the wrong number of dimensions, the
+        two disagree in samples or timesteps, or a count differs from the names.
+    """
+    path = x_dataset.file.filename
+    for dataset in (x_dataset, y_dataset):
+        check_numeric(dataset)
+    reverse = spec.get("axis_order") == "features,timesteps,samples"
+    x_shape, y_shape = _sample_shape(x_dataset, reverse), _sample_shape(y_dataset, reverse)
+    order = "(features, timesteps, samples)" if reverse else "(samples, timesteps, features)"
+    hint = "" if reverse else (
+        "; if the file was written by column-major code such as MATLAB or Fortran, its axes are "
+        "reversed: set data.axis_order to 'features,timesteps,samples'"
+    )
+
+    if len(x_shape) != 3:
+        raise DataError(f"{path}: dataset {x_dataset.name!r} has shape {x_dataset.shape}, expected 3 dimensions {order}")
+    if len(y_shape) not in (2, 3):
+        raise DataError(
+            f"{path}: dataset {y_dataset.name!r} has shape {y_dataset.shape}, expected 2 or 3 dimensions: "
+            "(samples, targets) or (samples, timesteps, targets)"
+        )
+    if y_shape[0] != x_shape[0]:
+        looks_reversed = x_dataset.shape[-1] == y_dataset.shape[-1]
+        raise DataError(
+            f"{path}: dataset {y_dataset.name!r} has {y_shape[0]} samples (shape {y_dataset.shape}), "
+            f"dataset {x_dataset.name!r} has {x_shape[0]} (shape {x_dataset.shape}); they must be equal"
+            f"{hint if looks_reversed else ''}"
+        )
+    if len(y_shape) == 3 and y_shape[1] != x_shape[1]:
+        raise DataError(
+            f"{path}: dataset {y_dataset.name!r} has {y_shape[1]} timesteps, dataset {x_dataset.name!r} "
+            f"has {x_shape[1]}; they must be equal"
+        )
+
+    names = []
+    for dataset, shape, field_name in ((x_dataset, x_shape, "features"), (y_dataset, y_shape, "targets")):
+        job_names = spec.get(field_name)
+        if job_names is None:
+            names.append([f"{dataset.name.strip('/')}[{k}]" for k in range(shape[-1])])
+            continue
+        if len(job_names) != shape[-1]:
+            looks_reversed = _sample_shape(dataset, not reverse)[-1] == len(job_names)
+            raise DataError(
+                f"{path}: dataset {dataset.name!r}: expected {len(job_names)} {field_name} as data.{field_name} names "
+                f"({', '.join(job_names)}), got {shape[-1]} (shape {dataset.shape}){hint if looks_reversed else ''}"
+            )
+        names.append(list(job_names))
+    return names[0], names[1]
+
+
 def read_samples(spec):
     """Read ready-made samples ``X (samples, timesteps, features)`` and ``y``.
 
@@ -395,40 +689,25 @@ def read_samples(spec):
     SampleData
     """
     path = spec["file"]
+    reverse = spec.get("axis_order") == "features,timesteps,samples"
     with open_hdf5(path) as h5file:
         x_dataset = get_dataset(h5file, spec["x"])
         y_dataset = get_dataset(h5file, spec.get("y", "y"))
-        for dataset in (x_dataset, y_dataset):
-            check_numeric(dataset)
-        if x_dataset.ndim != 3:
-            raise DataError(f"{path}: dataset {x_dataset.name!r} has shape {x_dataset.shape}, expected (samples, timesteps, features)")
-        if y_dataset.ndim not in (2, 3) or y_dataset.shape[0] != x_dataset.shape[0]:
-            raise DataError(
-                f"{path}: dataset {y_dataset.name!r} has shape {y_dataset.shape}, expected "
-                f"({x_dataset.shape[0]}, timesteps, targets) or ({x_dataset.shape[0]}, targets)"
-            )
-        if y_dataset.ndim == 3 and y_dataset.shape[1] != x_dataset.shape[1]:
-            raise DataError(f"{path}: dataset {y_dataset.name!r} has {y_dataset.shape[1]} timesteps, X has {x_dataset.shape[1]}")
-        features = to_float32(x_dataset[()], x_dataset)
-        targets = to_float32(y_dataset[()], y_dataset)
-        x_name, y_name = x_dataset.name, y_dataset.name
-
-    feature_names = spec.get("features") or [f"{x_name.strip('/')}[{k}]" for k in range(features.shape[-1])]
-    target_names = spec.get("targets") or [f"{y_name.strip('/')}[{k}]" for k in range(targets.shape[-1])]
-    for names, array, label in ((feature_names, features, "data.features"), (target_names, targets, "data.targets")):
-        if len(names) != array.shape[-1]:
-            raise DataError(f"{path}: {label} names {len(names)} variable(s) but the dataset has {array.shape[-1]}")
+        feature_names, target_names = check_sample_datasets(x_dataset, y_dataset, spec)
+        features = to_float32(read_block(x_dataset, ()), x_dataset)
+        targets = to_float32(read_block(y_dataset, ()), y_dataset)
+        x_name = x_dataset.name
+    if reverse:
+        features, targets = np.ascontiguousarray(features.T), np.ascontiguousarray(targets.T)
 
     invalid = np.zeros(features.shape, dtype=bool)
     for k, name in enumerate(feature_names):
         invalid[..., k] = _mask_invalid(features[..., k], name, spec)
     if invalid.any() and spec.get("missing_features", "error") == "error":
-        first = tuple(int(i) for i in np.argwhere(invalid)[0])
-        raise DataError(
-            f"{path}: dataset {x_name!r} has {int(invalid.sum())} missing or invalid value(s) (NaN, infinite "
-            f"or outside valid_range), first at (sample, timestep, feature) {first}; clean the data or set "
-            "data.missing_features to 'ffill' or 'zero'"
-        )
+        sample, step, feature = first_position(invalid)
+        counts = merge_counts(invalid_value_counts(features[..., k], name, spec) for k, name in enumerate(feature_names))
+        where = sample_position(sample, step, feature_names[feature])
+        raise missing_features_error(path, x_name, counts, where)
     if invalid.any():
         features = _handle_missing_features(features, invalid, feature_names, spec, np.arange(len(features)), 0, path)
 

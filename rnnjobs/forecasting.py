@@ -7,33 +7,9 @@ import numpy as np
 
 from rnnjobs.data import DataError, read_series
 from rnnjobs.scaling import Scaler
+from rnnjobs.validation import check_job_against_model
 
 logger = logging.getLogger(__name__)
-
-
-def check_job_against_model(job, metadata):
-    """Return the time-varying and static feature names, or raise :class:`DataError` naming the first mismatch."""
-    static = metadata.get("static_features", [])
-    given_static = job["data"].get("static_features", static)
-    if list(given_static) != list(static):
-        raise DataError(
-            f"{job['source']}: data.static_features: model file {metadata['path']} was trained with "
-            f"{static}, got {list(given_static)}"
-        )
-    expected = metadata["feature_names"][: len(metadata["feature_names"]) - len(static)]
-    given = job["data"].get("features") or expected
-    if len(given) != len(expected):
-        raise DataError(
-            f"{job['source']}: data.features: expected {len(expected)} features ({', '.join(expected)}) "
-            f"as in {metadata['path']}, got {len(given)} ({', '.join(given)})"
-        )
-    for index, (have, want) in enumerate(zip(given, expected)):
-        if have != want:
-            raise DataError(
-                f"{job['source']}: data.features[{index}]: model file {metadata['path']} was trained "
-                f"with {want!r} in this position, got {have!r}"
-            )
-    return list(given), list(static)
 
 
 def predict_series(model, architecture, features, location_chunk, time_chunk, on_chunk):

@@ -9,7 +9,7 @@ import os
 import h5py
 import numpy as np
 
-from rnnjobs.data import DataError, get_dataset, open_hdf5
+from rnnjobs.data import DataError, check_sample_datasets, get_dataset, open_hdf5
 
 
 def job_architecture(job):
@@ -22,8 +22,9 @@ def job_architecture(job):
     data = job["data"]
     if data.get("layout") == "samples":
         with open_hdf5(data["file"]) as h5file:
-            n_features = get_dataset(h5file, data["x"]).shape[-1]
-            n_targets = get_dataset(h5file, data.get("y", "y")).shape[-1]
+            x_dataset, y_dataset = get_dataset(h5file, data["x"]), get_dataset(h5file, data.get("y", "y"))
+            feature_names, target_names = check_sample_datasets(x_dataset, y_dataset, data)
+        n_features, n_targets = len(feature_names), len(target_names)
     else:
         n_features = len(data["features"]) + len(data.get("static_features", []))
         n_targets = len(data["targets"])

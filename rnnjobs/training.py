@@ -9,6 +9,7 @@ import numpy as np
 from rnnjobs.batching import BatchPlanError, PADDING, sequential_plan, series_windows, stateful_plan, stateless_plan
 from rnnjobs.data import DataError, read_samples, read_series
 from rnnjobs.scaling import Scaler
+from rnnjobs.validation import check_sample_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def load_training_data(job):
     split = job["training"]["validation_split"]
     if spec.get("layout", "series") == "samples":
         data = read_samples(spec)
-        _check_sample_shapes(job, data)
+        check_sample_shapes(job, job["data"]["x"], data.features.shape, job["data"].get("y", "y"), data.targets.shape)
         n_samples = len(data.features)
         n_validation = int(round(split * n_samples))
         cut = n_samples - n_validation
@@ -75,20 +76,6 @@ def load_training_data(job):
         "units": data.units,
         "summary": summary,
     }
-
-
-def _check_sample_shapes(job, data):
-    shapes = job["shapes"]
-    if data.features.shape[1] != shapes["timesteps"]:
-        raise DataError(
-            f"{data.file}: dataset {job['data']['x']!r} has {data.features.shape[1]} timesteps per sample, "
-            f"the job has shapes.timesteps={shapes['timesteps']}; make them equal"
-        )
-    if data.targets.ndim == 2 and shapes["return_sequences"]:
-        raise DataError(
-            f"{data.file}: dataset {job['data'].get('y', 'y')!r} has one target per sample (shape "
-            f"{data.targets.shape}); set shapes.return_sequences to false to train on the last step"
-        )
 
 
 def _make_plan(job, features, targets, rng, label):
@@ -275,6 +262,11 @@ def train_job(job):
         validation_x, validation_y = scale(data["validation"])
         validation_plan = _make_plan(job, validation_x, validation_y, None, "validation")
         validation_batches = _make_batches(validation_x, validation_y, validation_plan, shapes["timesteps"], shapes["return_sequences"])
+
+    # The model file records what the remainder policy left out, beside the masked target count.
+    data["summary"]["left_out"] = {"training": train_plan.dropped}
+    if validation_plan is not None:
+        data["summary"]["left_out"]["validation"] = validation_plan.dropped
 
     architecture = architecture_of(job, len(data["feature_names"]), len(data["target_names"]))
     model = models.build_training_model(architecture, shapes["batch_size"], shapes["timesteps"], shapes["stateful"])
