@@ -277,7 +277,7 @@ def train_job(job):
         validation_batches = _make_batches(validation_x, validation_y, validation_plan, shapes["timesteps"], shapes["return_sequences"])
 
     architecture = architecture_of(job, len(data["feature_names"]), len(data["target_names"]))
-    model = models.build_training_model(architecture, shapes["batch_size"], shapes["timesteps"], shapes["stateful"])
+    model = models.build_training_model(architecture, shapes["batch_size"], shapes["timesteps"], shapes["stateful"], seed=settings["seed"])
     optimizer = keras.optimizers.get({"class_name": settings["optimizer"], "config": {"learning_rate": settings["learning_rate"]}})
     model.compile(optimizer=optimizer, loss=models.masked_loss(settings["loss"]), jit_compile=settings["jit_compile"])
 
