@@ -12,7 +12,8 @@ of them. Each worker is a single-process loky executor that :class:`LocalPool`
 supervises. When a worker dies or a job passes its time limit, only that
 worker is stopped and replaced, and the jobs in the other workers go on. A
 shared executor, as ``joblib.Parallel`` uses, would fail every running job
-when one worker dies, without saying which job killed it.
+when one worker dies, without saying which job killed it. Runs on a Dask
+cluster go through :mod:`rnnjobs.dask_pool`.
 """
 
 import collections
@@ -160,6 +161,15 @@ class _Lane:
         self.executor = None
 
 
+def _kill_lane(lane, job):
+    from rnnjobs.output import remove_stale_temporaries
+    from rnnjobs.spec import output_path
+
+    lane.stop()
+    # The killed job may have left its output's temporary file; its final file is untouched.
+    remove_stale_temporaries(output_path(job))
+
+
 class LocalPool:
     """Run jobs in ``n_workers`` loky worker processes, stopping and replacing only a worker that fails.
 
@@ -197,7 +207,9 @@ class LocalPool:
                     lane.submit(index, self.worker, jobs[index], self.threads, self.log_level)
 
             busy = [lane for lane in lanes if lane.future is not None]
-            concurrent.futures.wait([lane.future for lane in busy], timeout=self._seconds_to_deadline(busy), return_when=concurrent.futures.FIRST_COMPLETED)
+            concurrent.futures.wait(
+                [lane.future for lane in busy], timeout=self._seconds_to_deadline(busy), return_when=concurrent.futures.FIRST_COMPLETED
+            )
 
             for lane in busy:
                 job = jobs[lane.index]
@@ -205,11 +217,10 @@ class LocalPool:
                     yield lane.index, self._collect(lane, job)
                 elif self.timeout is not None and time.monotonic() - lane.started > self.timeout:
                     index = lane.index
-                    lane.stop()
+                    _kill_lane(lane, job)
                     lane.release()
-                    yield index, failure_result(
-                        job, f"TimeoutError: still running after the time limit of {self.timeout:g} s; its worker process was killed", self.timeout
-                    )
+                    message = f"TimeoutError: still running after the time limit of {self.timeout:g} s, so its worker process was killed"
+                    yield index, failure_result(job, message, self.timeout)
 
     def _seconds_to_deadline(self, busy):
         if self.timeout is None:
@@ -224,17 +235,18 @@ class LocalPool:
         try:
             result = lane.future.result()
         except TerminatedWorkerError as err:
-            lane.stop()
+            _kill_lane(lane, job)
             # loky's message ends with the exit codes, such as {EXIT(3)} or {SIGKILL(-9)}.
             codes = str(err).rsplit("The exit codes of the workers are", 1)[-1].strip()
             result = failure_result(
                 job,
-                f"WorkerCrashedError: the worker process running this job stopped (exit code {codes}); a crash in "
-                "native code or the out-of-memory killer are the usual causes. Run the job alone with -j 1 -v to see where",
+                f"WorkerCrashedError: the worker process running this job stopped with exit code {codes}. A crash in "
+                "native code or the out-of-memory killer are the usual causes. To see how far the job got, run it "
+                "alone in the rnnjobs process: rnnjobs -v train JOB -j 1",
                 seconds,
             )
         except Exception as err:  # The job could not be sent to or read back from the worker.
-            lane.stop()
+            _kill_lane(lane, job)
             result = failure_result(job, err, seconds)
         lane.release()
         return result
@@ -243,71 +255,6 @@ class LocalPool:
         """Stop every worker process."""
         for lane in self.lanes:
             lane.stop()
-
-
-def _run_indexed(worker, index, job, threads, log_level):
-    return index, worker(job, threads, log_level)
-
-
-class DaskPool:
-    """Run jobs on a Dask cluster through joblib's dask backend.
-
-    Parameters
-    ----------
-    scheduler, scheduler_file : str or None
-        Address of the Dask scheduler (``tcp://host:8786``), or the JSON file a
-        scheduler writes with ``--scheduler-file``; exactly one is needed.
-    worker, log_level, timeout
-        As for :class:`LocalPool`. Each job runs with TensorFlow threads equal
-        to its Dask worker's thread count, one job at a time per worker process.
-    """
-
-    def __init__(self, scheduler, scheduler_file, worker, log_level, timeout=None):
-        from distributed import Client
-
-        if (scheduler is None) == (scheduler_file is None):
-            # Client() with neither would start a local cluster, which is not what a user of --backend dask meant.
-            raise ValueError("the dask backend needs either a scheduler address or a scheduler file, and not both")
-        self.worker, self.log_level, self.timeout = worker, log_level, timeout
-        self.client = Client(address=scheduler, scheduler_file=scheduler_file, set_as_default=False)
-        workers = self.client.scheduler_info().get("workers", {})
-        logger.info("Dask scheduler %s with %d worker(s)", self.client.scheduler.address, len(workers))
-        crowded = sorted(address for address, info in workers.items() if info.get("nthreads", 1) > 1)
-        if crowded:
-            logger.warning(
-                "Dask worker(s) %s have several threads; rnnjobs runs one job at a time per worker process, "
-                "so start workers with --nthreads 1 and more --nworkers instead", ", ".join(crowded)
-            )
-
-    def run(self, jobs):
-        """Run ``jobs`` and yield ``(index, result)`` in the order they finish.
-
-        NOTE: joblib's dask backend stops the whole call when a job's time
-        limit passes or Dask gives up on a task whose worker died (after
-        ``distributed.scheduler.allowed-failures`` retries). The jobs not
-        finished by then are reported as failed with that error.
-        """
-        from joblib import Parallel, delayed, parallel_config
-
-        for job in jobs:
-            log_start(job, "on the Dask cluster")
-        finished = set()
-        calls = (delayed(_run_indexed)(self.worker, index, job, None, self.log_level) for index, job in enumerate(jobs))
-        try:
-            with parallel_config(backend="dask", client=self.client):
-                parallel = Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered", timeout=self.timeout)
-                for index, result in parallel(calls):
-                    finished.add(index)
-                    yield index, result
-        except Exception as err:  # A timeout or a lost worker; the finished jobs keep their results.
-            error = f"the Dask run stopped before this job finished: {type(err).__name__}: {err}"
-            for index, job in enumerate(jobs):
-                if index not in finished:
-                    yield index, failure_result(job, error, 0.0)
-
-    def close(self):
-        """Close the connection to the scheduler; the cluster keeps running."""
-        self.client.close()
 
 
 def log_start(job, where):
@@ -356,6 +303,8 @@ def make_pool(n_jobs=1, *, timeout=None, backend="loky", scheduler=None, schedul
     """Return the pool that runs jobs as :func:`run_jobs` describes; close it when done."""
     level = logging.getLogger().getEffectiveLevel()
     if backend == "dask":
+        from rnnjobs.dask_pool import DaskPool
+
         return DaskPool(scheduler, scheduler_file, worker, level, timeout)
     if backend != "loky":
         raise ValueError(f"backend: got {backend!r}, expected one of {', '.join(map(repr, BACKENDS))}")

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, forecast_job_dict, train_job_dict, write_job
-from rnnjobs import parallel
+from rnnjobs import dask_pool, parallel
 from rnnjobs.cli import main
 from rnnjobs.modelfile import read_model_metadata
 from rnnjobs.spec import load_jobs, normalize_job
@@ -293,4 +293,17 @@ def test_backend_options_checked(tmp_path, series_file, options, message):
 
     assert result.exit_code == 2
     assert message in result.output
+    assert not (tmp_path / "m.weights.h5").exists()
+
+
+def test_missing_scheduler_file_exits_1(tmp_path, series_file, monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setattr(dask_pool, "SCHEDULER_FILE_WAIT_SECONDS", 0.5)
+    path = write_job(tmp_path / "job.json", train_job_dict(series_file, tmp_path / "m.weights.h5"))
+    missing = tmp_path / "scheduler.json"
+
+    result = CliRunner().invoke(main, ["train", "--backend", "dask", "--scheduler-file", str(missing), path])
+
+    assert result.exit_code == 1
+    assert f"Dask scheduler file {missing} not found" in result.output
     assert not (tmp_path / "m.weights.h5").exists()
