@@ -24,7 +24,7 @@ _JOB_FILES = click.argument("job_files", nargs=-1, required=True, type=click.Pat
 
 
 def _parallel_options(command):
-    """Add the options that say where and how many jobs run at once."""
+    """Add the options that set how many jobs run at once and where."""
     options = [
         click.option(
             "-j", "--jobs", "n_jobs", default=1, show_default=True, type=click.IntRange(min=1),
@@ -112,7 +112,7 @@ def _run_and_exit(jobs, n_jobs, timeout, backend, scheduler, scheduler_file):
                 results = run_jobs(jobs, n_jobs, on_result=lambda result: bar.update(1), **options)
         else:
             results = run_jobs(jobs, n_jobs, **options)
-    except OSError as err:  # The Dask scheduler could not be reached.
+    except OSError as err:  # The Dask scheduler or its scheduler file could not be reached.
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_FAILED)
     _print_summary(results)

@@ -87,7 +87,7 @@ class DaskPool:
                 for index, result in parallel(calls):
                     finished.add(index)
                     yield index, result
-        except Exception as err:  # A timeout or a lost worker; the finished jobs keep their results.
+        except Exception as err:  # A timeout or a lost worker. The jobs finished so far keep their results.
             error = f"the Dask run stopped before this job finished: {type(err).__name__}: {err}"
             for index, job in enumerate(jobs):
                 if index not in finished:

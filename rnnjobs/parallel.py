@@ -47,7 +47,7 @@ def default_threads(n_workers):
 
 
 def _configure_worker_logging(level):
-    # A fresh worker process has no handlers; give it the parent's level on stderr.
+    # A fresh worker process has no log handlers, so give it the parent's level on stderr.
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
@@ -70,7 +70,7 @@ def failure_result(job, error, seconds):
 
 
 def run_job(job, threads=None, log_level=logging.INFO):
-    """Run one normalized job and return a result dict; errors are caught and reported in it.
+    """Run one normalized job and return its result dict, with any error caught and reported in it.
 
     Parameters
     ----------
@@ -166,7 +166,7 @@ def _kill_lane(lane, job):
     from rnnjobs.spec import output_path
 
     lane.stop()
-    # The killed job may have left its output's temporary file; its final file is untouched.
+    # The killed job may have left its output's temporary file behind. Its final file is untouched.
     remove_stale_temporaries(output_path(job))
 
 

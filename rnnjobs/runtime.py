@@ -38,10 +38,9 @@ def configure_threads(threads):
 def repeatability_warnings():
     """Return one message per setting of this process under which a job's weights may not repeat.
 
-    On the CPU, a job's weights hash repeats for the same job, seed and data
-    (the tests check it with and without recurrent dropout). A GPU is the
-    setting that breaks this: cuDNN kernels give other numbers than the CPU
-    ones, and TensorFlow has no deterministic GPU version of some of them.
+    On the CPU, a job's weights hash repeats for the same job, seed and data,
+    and the tests check it with and without recurrent dropout. A GPU breaks
+    this, because its kernels sum in another order than the CPU kernels.
     """
     import tensorflow as tf
 
@@ -49,8 +48,8 @@ def repeatability_warnings():
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         messages.append(
-            f"TensorFlow sees {len(gpus)} GPU(s); identical jobs give identical weights only on the CPU, "
-            "so weights hashes from this run may differ from a CPU run or a rerun. "
+            f"TensorFlow sees {len(gpus)} GPU(s), so weights hashes from this run will not match those of a CPU run, "
+            "and rnnjobs checks that identical jobs give identical weights on the CPU only. "
             "Set CUDA_VISIBLE_DEVICES=-1 to train on the CPU"
         )
     return messages

@@ -29,7 +29,7 @@ LABEL_PATTERN = r"^[A-Za-z][A-Za-z0-9.-]*$"
 MAX_SWEEP_JOBS = 10_000
 SEED_FIELD = "training.seed"
 
-# Fields that say what a job is or where it writes; a sweep derives these itself.
+# A sweep derives each job's name and output itself and cannot change a job's kind.
 FIXED_FIELDS = ("kind", "name", "output", "sweep")
 
 SWEEP_SCHEMA = {
