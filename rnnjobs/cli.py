@@ -14,17 +14,41 @@ import sys
 import click
 
 from rnnjobs import __version__
-from rnnjobs.spec import JOB_SCHEMA, JobError, collect_jobs, load_jobs
+from rnnjobs.parallel import BACKENDS
+from rnnjobs.spec import JOB_SCHEMA, JobError, collect_jobs, load_jobs, output_path
 
 logger = logging.getLogger("rnnjobs")
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 _JOB_FILES = click.argument("job_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-_PARALLEL = click.option(
-    "-j", "--jobs", "n_jobs", default=1, show_default=True, type=click.IntRange(min=1),
-    help="Number of jobs to run at once, each in its own worker process (1 runs them in this process).",
-)
+
+
+def _parallel_options(command):
+    """Add the options that set how many jobs run at once and where."""
+    options = [
+        click.option(
+            "-j", "--jobs", "n_jobs", default=1, show_default=True, type=click.IntRange(min=1),
+            help="Jobs to run at once, each in its own worker process, at most one per core. "
+            "1 runs them in this process. Unused with --backend dask.",
+        ),
+        click.option(
+            "--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+            help="Stop a job still running after this many seconds and report it as failed "
+            "(counted from its dispatch to a worker, worker start-up included).",
+        ),
+        click.option(
+            "--backend", type=click.Choice(BACKENDS), default="loky", show_default=True,
+            help="loky: worker processes on this machine; dask: workers of a Dask cluster.",
+        ),
+        click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, such as tcp://10.0.0.5:8786."),
+        click.option(
+            "--scheduler-file", type=click.Path(dir_okay=False), help="Scheduler file that 'dask scheduler --scheduler-file' wrote.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def _configure_logging(verbosity):
@@ -63,16 +87,15 @@ def _load_or_exit(job_files, kinds=None):
     return jobs
 
 
-def _check_or_exit(jobs):
+def _reject_invalid(jobs):
     # Data checks need h5py and NumPy but not TensorFlow, so they run before
-    # any worker starts and a bad input stops the whole run with status 2.
-    from rnnjobs.validation import DataCheckError, check_jobs
+    # any worker starts. A job with invalid data is reported and the others run.
+    from rnnjobs.validation import reject_invalid
 
-    try:
-        check_jobs(jobs)
-    except DataCheckError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(EXIT_INVALID)
+    runnable, rejected = reject_invalid(jobs)
+    for result in rejected:
+        click.echo(f"error: {result['name']}: {result['error']}", err=True)
+    return runnable, rejected
 
 
 def _print_summary(results):
@@ -83,52 +106,72 @@ def _print_summary(results):
         click.echo(f"{result['name']:<{width}}  {result['status']:<6}  {result['seconds']:>8.1f}  {detail}")
 
 
-def _run_and_exit(jobs, n_jobs):
+def _check_backend(backend, scheduler, scheduler_file):
+    if backend == "dask" and (scheduler is None) == (scheduler_file is None):
+        raise click.UsageError("--backend dask needs either --scheduler or --scheduler-file")
+    if backend != "dask" and (scheduler or scheduler_file):
+        raise click.UsageError("--scheduler and --scheduler-file need --backend dask")
+
+
+def _run_and_exit(jobs, n_jobs, timeout, backend, scheduler, scheduler_file):
     from rnnjobs.parallel import run_jobs
 
-    results = run_jobs(jobs, n_jobs=n_jobs)
+    _check_backend(backend, scheduler, scheduler_file)
+    runnable, rejected = _reject_invalid(jobs)
+    if not runnable:
+        click.echo(f"{len(rejected)} of {len(jobs)} job(s) invalid; nothing was run", err=True)
+        sys.exit(EXIT_INVALID)
+    jobs = runnable
+    options = {"timeout": timeout, "backend": backend, "scheduler": scheduler, "scheduler_file": scheduler_file}
+    try:
+        if sys.stderr.isatty():
+            with click.progressbar(length=len(jobs), label="jobs", file=sys.stderr) as bar:
+                results = run_jobs(jobs, n_jobs, on_result=lambda result: bar.update(1), **options)
+        else:
+            results = run_jobs(jobs, n_jobs, **options)
+    except OSError as err:  # The Dask scheduler or its scheduler file could not be reached.
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_FAILED)
+    results = results + rejected
     _print_summary(results)
     failed = [result for result in results if result["status"] != "ok"]
     if failed:
-        click.echo(f"{len(failed)} of {len(results)} job(s) failed: {', '.join(r['name'] for r in failed)}", err=True)
-        sys.exit(EXIT_FAILED)
-    sys.exit(EXIT_OK)
+        click.echo(f"{len(failed)} of {len(results)} job(s) failed or invalid: {', '.join(r['name'] for r in failed)}", err=True)
+    # Invalid jobs need a fix before a rerun, so they decide the status even when others ran.
+    sys.exit(EXIT_INVALID if rejected else EXIT_FAILED if failed else EXIT_OK)
 
 
 @main.command()
 @_JOB_FILES
-@_PARALLEL
-def train(job_files, n_jobs):
+@_parallel_options
+def train(job_files, **options):
     """Train the models that train JOB_FILES describe and write their model files."""
-    jobs = _load_or_exit(job_files, ("train",))
-    _check_or_exit(jobs)
-    _run_and_exit(jobs, n_jobs)
+    _run_and_exit(_load_or_exit(job_files, ("train",)), **options)
 
 
 @main.command()
 @_JOB_FILES
-@_PARALLEL
-def forecast(job_files, n_jobs):
+@_parallel_options
+def forecast(job_files, **options):
     """Run the forecast JOB_FILES and write their forecast files."""
-    jobs = _load_or_exit(job_files, ("forecast",))
-    _check_or_exit(jobs)
-    _run_and_exit(jobs, n_jobs)
+    _run_and_exit(_load_or_exit(job_files, ("forecast",)), **options)
 
 
 @main.command()
 @_JOB_FILES
-@_PARALLEL
-def run(job_files, n_jobs):
+@_parallel_options
+def run(job_files, **options):
     """Run train and forecast JOB_FILES, each forecast after the training it needs."""
-    jobs = _load_or_exit(job_files)
-    _check_or_exit(jobs)
-    _run_and_exit(jobs, n_jobs)
+    _run_and_exit(_load_or_exit(job_files), **options)
 
 
 @main.command()
 @_JOB_FILES
 def validate(job_files):
-    """Check JOB_FILES, their data and model files without training; exit 0 if all are valid, else 2."""
+    """Check JOB_FILES, their data and model files without training; exit 0 if all are valid, else 2.
+
+    Lists every job with its output, one line each, sweeps expanded.
+    """
     from rnnjobs.validation import check_each_job
 
     jobs, errors = collect_jobs(job_files)
@@ -136,19 +179,18 @@ def validate(job_files):
         click.echo(f"error: {err}", err=True)
 
     checks = check_each_job(jobs)
-    for job in jobs:
-        check = checks[job["source"]]
+    for job, check in zip(jobs, checks):
         if check.problems:
             problems = "\n".join(f"  {problem}" for problem in check.problems)
-            click.echo(f"error: {job['source']}: data check failed:\n{problems}", err=True)
+            click.echo(f"error: {job['source']}: job {job['name']!r}: data check failed:\n{problems}", err=True)
             continue
-        click.echo(f"{job['source']}: valid {job['kind']} job {job['name']!r}")
+        click.echo(f"{job['source']}: valid {job['kind']} job {job['name']!r} -> {output_path(job)}")
         for note in check.notes:
             click.echo(f"  {note}")
 
-    invalid = len(errors) + sum(1 for check in checks.values() if check.problems)
+    invalid = len(errors) + sum(1 for check in checks if check.problems)
     if invalid:
-        click.echo(f"{invalid} of {len(job_files)} job file(s) invalid", err=True)
+        click.echo(f"{invalid} invalid job(s) in {len(job_files)} job file(s)", err=True)
         sys.exit(EXIT_INVALID)
 
 

@@ -16,6 +16,11 @@ def configure_threads(threads):
     do not reach them, so every worker process calls this before building a
     model. It only takes effect before TensorFlow's first operation; later
     calls log a line and change nothing.
+
+    Returns
+    -------
+    int
+        The intra-op threads in effect; 0 means TensorFlow's default (one per core).
     """
     import tensorflow as tf
 
@@ -26,6 +31,28 @@ def configure_threads(threads):
         current = tf.config.threading.get_intra_op_parallelism_threads()
         if current != threads:
             logger.info("TensorFlow is already initialized with %s intra-op threads; keeping them", current or "default")
+        return current
+    return threads
+
+
+def repeatability_warnings():
+    """Return one message per setting of this process under which a job's weights may not repeat.
+
+    On the CPU, a job's weights hash repeats for the same job, seed and data,
+    and the tests check it with and without recurrent dropout. A GPU breaks
+    this, because its kernels sum in another order than the CPU kernels.
+    """
+    import tensorflow as tf
+
+    messages = []
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        messages.append(
+            f"TensorFlow sees {len(gpus)} GPU(s), so weights hashes from this run will not match those of a CPU run, "
+            "and rnnjobs checks that identical jobs give identical weights on the CPU only. "
+            "Set CUDA_VISIBLE_DEVICES=-1 to train on the CPU"
+        )
+    return messages
 
 
 def set_seed(seed):

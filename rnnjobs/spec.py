@@ -14,6 +14,8 @@ from pathlib import Path
 
 import jsonschema
 
+from rnnjobs.sweep import SWEEP_SCHEMA, SweepError, expand_sweep
+
 JOB_KINDS = ("train", "forecast")
 RECURRENT_LAYERS = ("SimpleRNN", "LSTM", "GRU")
 LAYER_TYPES = RECURRENT_LAYERS + ("Dense", "Dropout")
@@ -242,6 +244,7 @@ _TRAIN_JOB = {
             "required": ["model_file"],
             "additionalProperties": False,
         },
+        "sweep": SWEEP_SCHEMA,
     },
     "required": ["kind", "data", "model", "shapes", "output"],
     "additionalProperties": False,
@@ -279,6 +282,7 @@ _FORECAST_JOB = {
             "required": ["file"],
             "additionalProperties": False,
         },
+        "sweep": SWEEP_SCHEMA,
     },
     "required": ["kind", "model_file", "data", "output"],
     "additionalProperties": False,
@@ -494,6 +498,8 @@ def normalize_job(raw, source="<dict>", folder="."):
     problems = schema_problems(raw)
     if problems:
         raise JobError(source, problems + _checkable_semantic_problems(raw, source, folder))
+    if "sweep" in raw:
+        raise JobError(source, ["sweep: a job with a sweep is several jobs; expand it with rnnjobs.sweep.expand_sweep or load its file with load_jobs"])
 
     job = _fill_defaults(raw, source, folder)
     problems = semantic_problems(job)
@@ -649,24 +655,7 @@ def _data_problems(job):
     return problems
 
 
-def load_job(path):
-    """Read, validate and normalize one job file.
-
-    Parameters
-    ----------
-    path : str or path-like
-        JSON job file.
-
-    Returns
-    -------
-    dict
-        The normalized job, see :func:`normalize_job`.
-
-    Raises
-    ------
-    JobError
-        If the file is missing, is not JSON or is not a valid job.
-    """
+def _read_job_file(path):
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -680,9 +669,73 @@ def load_job(path):
         raw = json.loads(text)
     except json.JSONDecodeError as err:
         raise JobError(path, [f"(file): invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"]) from err
-    job = normalize_job(raw, source=str(path), folder=str(path.resolve().parent))
-    job["job_file_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return raw, hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def load_job(path):
+    """Read, validate and normalize one job file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        JSON job file without a ``sweep`` section.
+
+    Returns
+    -------
+    dict
+        The normalized job, see :func:`normalize_job`.
+
+    Raises
+    ------
+    JobError
+        If the file is missing, is not JSON, is not a valid job, or has a
+        sweep (use :func:`load_job_file` for those).
+    """
+    raw, file_sha256 = _read_job_file(path)
+    job = normalize_job(raw, source=str(path), folder=str(Path(path).resolve().parent))
+    job["job_file_sha256"] = file_sha256
     return job
+
+
+def load_job_file(path):
+    """Read, validate and normalize a job file, expanding its ``sweep`` into several jobs.
+
+    Returns
+    -------
+    list of dict
+        One normalized job, or one per combination of the sweep's values.
+
+    Raises
+    ------
+    JobError
+        With every problem of the file and of each expanded job.
+    """
+    raw, file_sha256 = _read_job_file(path)
+    if not isinstance(raw, dict) or "sweep" not in raw:
+        return [load_job(path)]
+
+    # Check the file as written first, so that a mistake outside the sweep is
+    # reported once rather than once per expanded job.
+    problems = schema_problems(raw)
+    if problems:
+        raise JobError(path, problems)
+    try:
+        expanded = expand_sweep(raw, raw.get("name", Path(path).name.removesuffix(".json")))
+    except SweepError as err:
+        raise JobError(path, err.problems) from err
+
+    jobs, problems = [], []
+    for variant in expanded:
+        try:
+            job = normalize_job(variant, source=str(path), folder=str(Path(path).resolve().parent))
+        except JobError as err:
+            problems.extend(f"sweep job {variant['name']!r}: {problem}" for problem in err.problems)
+            continue
+        job["job_file_sha256"] = file_sha256
+        jobs.append(job)
+    if problems:
+        raise JobError(path, problems)
+    return jobs
 
 
 def output_path(job):
@@ -736,7 +789,7 @@ def collect_jobs(paths):
     jobs, errors = [], []
     for path in paths:
         try:
-            jobs.append(load_job(path))
+            jobs.extend(load_job_file(path))
         except JobError as err:
             errors.append(err)
 
@@ -746,7 +799,7 @@ def collect_jobs(paths):
 
 
 def load_jobs(paths):
-    """Load several job files, collect every error, and reject two jobs writing one output.
+    """Load several job files, expand their sweeps, collect every error, and reject two jobs writing one output.
 
     Raises
     ------

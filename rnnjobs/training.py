@@ -269,7 +269,7 @@ def train_job(job):
         data["summary"]["left_out"]["validation"] = validation_plan.dropped
 
     architecture = architecture_of(job, len(data["feature_names"]), len(data["target_names"]))
-    model = models.build_training_model(architecture, shapes["batch_size"], shapes["timesteps"], shapes["stateful"])
+    model = models.build_training_model(architecture, shapes["batch_size"], shapes["timesteps"], shapes["stateful"], seed=settings["seed"])
     optimizer = keras.optimizers.get({"class_name": settings["optimizer"], "config": {"learning_rate": settings["learning_rate"]}})
     model.compile(optimizer=optimizer, loss=models.masked_loss(settings["loss"]), jit_compile=settings["jit_compile"])
 

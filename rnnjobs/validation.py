@@ -92,8 +92,8 @@ def check_jobs(jobs):
 
     Returns
     -------
-    dict
-        Maps each job's source to its :class:`JobCheck`.
+    list of JobCheck
+        One per job, in the order of ``jobs``.
 
     Raises
     ------
@@ -101,16 +101,61 @@ def check_jobs(jobs):
         Naming every problem of every job.
     """
     checks = check_each_job(jobs)
-    problems = {source: check.problems for source, check in checks.items() if check.problems}
+    sources = [job["source"] for job in jobs]
+    problems = {}
+    for job, check in zip(jobs, checks):
+        if check.problems:
+            # A sweep expands one file into several jobs, so name the job where the file is not enough.
+            label = job["source"] if sources.count(job["source"]) == 1 else f"{job['source']} (job {job['name']!r})"
+            problems[label] = check.problems
     if problems:
         raise DataCheckError(problems)
     return checks
 
 
+def reject_invalid(jobs):
+    """Split jobs into those that may run and result dicts for those whose checks failed.
+
+    A forecast whose model file comes from a rejected train job of the same run
+    is rejected too, because its model file will not be written.
+
+    Returns
+    -------
+    runnable : list of dict
+        The jobs that passed their checks.
+    rejected : list of dict
+        One result per rejected job, with ``status`` ``"invalid"`` and the
+        problems in ``error``, in the form :func:`rnnjobs.parallel.run_job` returns.
+    """
+    checks = check_each_job(jobs)
+    runnable, rejected, missing_models = [], [], {}
+    for job, check in zip(jobs, checks):
+        if check.problems:
+            rejected.append(_invalid_result(job, "; ".join(check.problems)))
+            if job["kind"] == "train":
+                missing_models[os.path.realpath(job["output"]["model_file"])] = job["name"]
+        else:
+            runnable.append(job)
+
+    still_runnable = []
+    for job in runnable:
+        producer = missing_models.get(os.path.realpath(job["model_file"])) if job["kind"] == "forecast" else None
+        if producer is None:
+            still_runnable.append(job)
+        else:
+            rejected.append(_invalid_result(job, f"not run: its model file comes from job {producer!r}, which was rejected"))
+    return still_runnable, rejected
+
+
+def _invalid_result(job, error):
+    return {"name": job["name"], "kind": job["kind"], "status": "invalid", "error": error, "output": None, "seconds": 0.0}
+
+
 def check_each_job(jobs):
-    """Check every job of a run and return a :class:`JobCheck` per job source, without raising."""
+    """Check every job of a run and return its :class:`JobCheck`, in the order of ``jobs``, without raising."""
     produced = {os.path.realpath(output_path(job)): job for job in jobs if job["kind"] == "train"}
-    return {job["source"]: check_job_data(job, produced) for job in jobs}
+    # NOTE: jobs of one sweep that read the same data scan it once each.
+    return [check_job_data(job, produced) for job in jobs]
 
 
 def check_job_data(job, produced=None):
