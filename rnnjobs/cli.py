@@ -6,6 +6,7 @@ is imported only by commands that build models, so ``--help``, ``validate``
 and ``schema`` answer quickly.
 """
 
+import contextlib
 import json
 import logging
 import sys
@@ -13,17 +14,41 @@ import sys
 import click
 
 from rnnjobs import __version__
-from rnnjobs.spec import JOB_SCHEMA, JobError, load_jobs
+from rnnjobs.parallel import BACKENDS
+from rnnjobs.spec import JOB_SCHEMA, JobError, collect_jobs, load_jobs, output_path
 
 logger = logging.getLogger("rnnjobs")
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 _JOB_FILES = click.argument("job_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-_PARALLEL = click.option(
-    "-j", "--jobs", "n_jobs", default=1, show_default=True, type=click.IntRange(min=1),
-    help="Number of jobs to run at once, each in its own worker process (1 runs them in this process).",
-)
+
+
+def _parallel_options(command):
+    """Add the options that set how many jobs run at once and where."""
+    options = [
+        click.option(
+            "-j", "--jobs", "n_jobs", default=1, show_default=True, type=click.IntRange(min=1),
+            help="Jobs to run at once, each in its own worker process, at most one per core. "
+            "1 runs them in this process. Unused with --backend dask.",
+        ),
+        click.option(
+            "--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+            help="Stop a job still running after this many seconds and report it as failed "
+            "(counted from its dispatch to a worker, worker start-up included).",
+        ),
+        click.option(
+            "--backend", type=click.Choice(BACKENDS), default="loky", show_default=True,
+            help="loky: worker processes on this machine; dask: workers of a Dask cluster.",
+        ),
+        click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, such as tcp://10.0.0.5:8786."),
+        click.option(
+            "--scheduler-file", type=click.Path(dir_okay=False), help="Scheduler file that 'dask scheduler --scheduler-file' wrote.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def _configure_logging(verbosity):
@@ -62,6 +87,17 @@ def _load_or_exit(job_files, kinds=None):
     return jobs
 
 
+def _reject_invalid(jobs):
+    # Data checks need h5py and NumPy but not TensorFlow, so they run before
+    # any worker starts. A job with invalid data is reported and the others run.
+    from rnnjobs.validation import reject_invalid
+
+    runnable, rejected = reject_invalid(jobs)
+    for result in rejected:
+        click.echo(f"error: {result['name']}: {result['error']}", err=True)
+    return runnable, rejected
+
+
 def _print_summary(results):
     width = max(len(result["name"]) for result in results)
     click.echo(f"{'job':<{width}}  {'status':<6}  {'seconds':>8}  output")
@@ -70,49 +106,92 @@ def _print_summary(results):
         click.echo(f"{result['name']:<{width}}  {result['status']:<6}  {result['seconds']:>8.1f}  {detail}")
 
 
-def _run_and_exit(jobs, n_jobs):
+def _check_backend(backend, scheduler, scheduler_file):
+    if backend == "dask" and (scheduler is None) == (scheduler_file is None):
+        raise click.UsageError("--backend dask needs either --scheduler or --scheduler-file")
+    if backend != "dask" and (scheduler or scheduler_file):
+        raise click.UsageError("--scheduler and --scheduler-file need --backend dask")
+
+
+def _run_and_exit(jobs, n_jobs, timeout, backend, scheduler, scheduler_file):
     from rnnjobs.parallel import run_jobs
 
-    results = run_jobs(jobs, n_jobs=n_jobs)
+    _check_backend(backend, scheduler, scheduler_file)
+    runnable, rejected = _reject_invalid(jobs)
+    if not runnable:
+        click.echo(f"{len(rejected)} of {len(jobs)} job(s) invalid; nothing was run", err=True)
+        sys.exit(EXIT_INVALID)
+    jobs = runnable
+    options = {"timeout": timeout, "backend": backend, "scheduler": scheduler, "scheduler_file": scheduler_file}
+    try:
+        if sys.stderr.isatty():
+            with click.progressbar(length=len(jobs), label="jobs", file=sys.stderr) as bar:
+                results = run_jobs(jobs, n_jobs, on_result=lambda result: bar.update(1), **options)
+        else:
+            results = run_jobs(jobs, n_jobs, **options)
+    except OSError as err:  # The Dask scheduler or its scheduler file could not be reached.
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_FAILED)
+    results = results + rejected
     _print_summary(results)
     failed = [result for result in results if result["status"] != "ok"]
     if failed:
-        click.echo(f"{len(failed)} of {len(results)} job(s) failed: {', '.join(r['name'] for r in failed)}", err=True)
-        sys.exit(EXIT_FAILED)
-    sys.exit(EXIT_OK)
+        click.echo(f"{len(failed)} of {len(results)} job(s) failed or invalid: {', '.join(r['name'] for r in failed)}", err=True)
+    # Invalid jobs need a fix before a rerun, so they decide the status even when others ran.
+    sys.exit(EXIT_INVALID if rejected else EXIT_FAILED if failed else EXIT_OK)
 
 
 @main.command()
 @_JOB_FILES
-@_PARALLEL
-def train(job_files, n_jobs):
+@_parallel_options
+def train(job_files, **options):
     """Train the models that train JOB_FILES describe and write their model files."""
-    _run_and_exit(_load_or_exit(job_files, ("train",)), n_jobs)
+    _run_and_exit(_load_or_exit(job_files, ("train",)), **options)
 
 
 @main.command()
 @_JOB_FILES
-@_PARALLEL
-def forecast(job_files, n_jobs):
+@_parallel_options
+def forecast(job_files, **options):
     """Run the forecast JOB_FILES and write their forecast files."""
-    _run_and_exit(_load_or_exit(job_files, ("forecast",)), n_jobs)
+    _run_and_exit(_load_or_exit(job_files, ("forecast",)), **options)
 
 
 @main.command()
 @_JOB_FILES
-@_PARALLEL
-def run(job_files, n_jobs):
+@_parallel_options
+def run(job_files, **options):
     """Run train and forecast JOB_FILES, each forecast after the training it needs."""
-    _run_and_exit(_load_or_exit(job_files), n_jobs)
+    _run_and_exit(_load_or_exit(job_files), **options)
 
 
 @main.command()
 @_JOB_FILES
 def validate(job_files):
-    """Check JOB_FILES against the schema and their data without training; exit 0 or 2."""
-    jobs = _load_or_exit(job_files)
-    for job in jobs:
-        click.echo(f"{job['source']}: valid {job['kind']} job {job['name']!r}")
+    """Check JOB_FILES, their data and model files without training; exit 0 if all are valid, else 2.
+
+    Lists every job with its output, one line each, sweeps expanded.
+    """
+    from rnnjobs.validation import check_each_job
+
+    jobs, errors = collect_jobs(job_files)
+    for err in errors:
+        click.echo(f"error: {err}", err=True)
+
+    checks = check_each_job(jobs)
+    for job, check in zip(jobs, checks):
+        if check.problems:
+            problems = "\n".join(f"  {problem}" for problem in check.problems)
+            click.echo(f"error: {job['source']}: job {job['name']!r}: data check failed:\n{problems}", err=True)
+            continue
+        click.echo(f"{job['source']}: valid {job['kind']} job {job['name']!r} -> {output_path(job)}")
+        for note in check.notes:
+            click.echo(f"  {note}")
+
+    invalid = len(errors) + sum(1 for check in checks if check.problems)
+    if invalid:
+        click.echo(f"{invalid} invalid job(s) in {len(job_files)} job file(s)", err=True)
+        sys.exit(EXIT_INVALID)
 
 
 @main.command()
@@ -134,3 +213,119 @@ def describe(job_file):
     except DataError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_INVALID)
+
+
+def _split_ids(context, parameter, values):
+    """Turn repeated and comma-separated ids into one list, or None if none were given."""
+    ids = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    return ids or None
+
+
+def _comparison_options(command):
+    """Add the options shared by ``evaluate`` and ``plot``: files, variables, period and valid range."""
+    options = [
+        click.argument("forecast_file", type=click.Path(exists=True, dir_okay=False)),
+        click.option(
+            "--observed", "observed_file", required=True, type=click.Path(exists=True, dir_okay=False),
+            help="HDF5 file with the observed variable on (location, time) and the forecast's location ids and time units.",
+        ),
+        click.option("--variable", help="Forecast variable; by default the forecast file's only variable."),
+        click.option("--observed-variable", help="Observed variable; by default the same name as --variable."),
+        click.option(
+            "--forecast-start", type=click.IntRange(min=0),
+            help="Time index in the forecast file of the first forecast step. The steps before it give the "
+            "persistence and climatology baselines, and lead time 1 is this step. Without it, no baselines are scored.",
+        ),
+        click.option("--start", type=click.IntRange(min=0), help="First time index to score; by default --forecast-start, or 0."),
+        click.option("--stop", type=click.IntRange(min=1), help="Time index after the last one to score; by default the end of the forecast."),
+        click.option(
+            "--valid-range", nargs=2, type=float, metavar="MIN MAX", default=None,
+            help="Exclude observations outside [MIN, MAX] from scores and baselines, and count them.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@contextlib.contextmanager
+def _exit_invalid_on_data_error(*extra_errors):
+    """Print a :class:`DataError` (or one of ``extra_errors``) raised in the block and exit with status 2."""
+    from rnnjobs.data import DataError
+
+    try:
+        yield
+    except (DataError, *extra_errors) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def _check_output_suffix(context, parameter, value):
+    from rnnjobs.evaluation_report import NETCDF_SUFFIXES
+
+    if value is not None and not value.lower().endswith((".csv", *NETCDF_SUFFIXES)):
+        raise click.BadParameter(f"{value!r} must end in .csv, or in {', '.join(NETCDF_SUFFIXES)} for netCDF4-compatible HDF5")
+    return value
+
+
+@main.command()
+@_comparison_options
+@click.option("--stations", "locations", multiple=True, callback=_split_ids, metavar="ID[,ID...]", help="Score only these location ids; repeat the option or separate ids with commas.")
+@click.option("--held-out", is_flag=True, help="Score only the locations that the model never saw in training or validation, as recorded in its model file.")
+@click.option("--by", "breakdowns", multiple=True, type=click.Choice(["location", "lead-time"]), help="Also print each prediction's RMSE per location or per lead time.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), callback=_check_output_suffix, help="Write every score to this file: .csv, or .nc/.h5 for netCDF4-compatible HDF5.")
+def evaluate(forecast_file, observed_file, locations, held_out, breakdowns, output, **options):
+    """Score FORECAST_FILE against observations: RMSE, MAE and bias, with persistence and climatology baselines."""
+    from rnnjobs.evaluation import compare_with_observations, evaluate as score, held_out_locations
+    from rnnjobs.evaluation_report import format_evaluation, write_evaluation
+
+    if locations and held_out:
+        raise click.UsageError("give either --stations or --held-out, not both")
+    with _exit_invalid_on_data_error():
+        if held_out:
+            locations = held_out_locations(forecast_file)
+        evaluation = score(compare_with_observations(forecast_file, observed_file, locations=locations, **options))
+    click.echo(format_evaluation(evaluation, by=[name.replace("-", "_") for name in breakdowns]), nl=False)
+    if output:
+        write_evaluation(evaluation, output)
+
+
+@main.command()
+@_comparison_options
+@click.option("--stations", "locations", multiple=True, required=True, callback=_split_ids, metavar="ID[,ID...]", help="Location ids to plot; repeat the option or separate ids with commas.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG of forecast and observations; by default FORECAST_FILE with the suffix .png.")
+@click.option("--hourly-output", type=click.Path(dir_okay=False), help="PNG of the errors by hour of day; by default FORECAST_FILE with the suffix _error_by_hour.png.")
+def plot(forecast_file, observed_file, locations, output, hourly_output, **options):
+    """Plot FORECAST_FILE against observations at some locations, and its errors by hour of day.
+
+    The second figure shows the chosen locations and all locations of the
+    forecast. Both figures cover the scored period. Needs matplotlib
+    (pip install 'rnnjobs[plot]').
+    """
+    import os
+
+    from rnnjobs.evaluation import compare_with_observations
+    from rnnjobs.plotting import MissingDependencyError, plot_error_by_hour, plot_forecast
+
+    if locations is None:
+        raise click.BadParameter("no location ids given", param_hint="--stations")
+    stem = os.path.splitext(forecast_file)[0]
+    output = output or f"{stem}.png"
+    hourly_output = hourly_output or f"{stem}_error_by_hour.png"
+    with _exit_invalid_on_data_error(MissingDependencyError):
+        comparison = compare_with_observations(forecast_file, observed_file, **options)
+        plot_forecast(comparison, locations, output)
+        plot_error_by_hour(comparison, locations, hourly_output)
+    click.echo(f"wrote {output}\nwrote {hourly_output}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text; a model file's metadata appears exactly as stored.")
+def inspect(file, as_json):
+    """Print what a model file or forecast file contains, without loading TensorFlow."""
+    from rnnjobs.inspection import format_inspection, inspect_file
+
+    with _exit_invalid_on_data_error():
+        info = inspect_file(file)
+    click.echo(json.dumps(info, indent=2) if as_json else format_inspection(info), nl=as_json)

@@ -7,26 +7,9 @@ import numpy as np
 
 from rnnjobs.data import DataError, SeriesReader
 from rnnjobs.scaling import Scaler
+from rnnjobs.validation import check_job_against_model
 
 logger = logging.getLogger(__name__)
-
-
-def check_job_against_model(job, metadata):
-    """Raise :class:`DataError` naming the first way the forecast job does not fit the model file."""
-    expected = metadata["feature_names"]
-    given = job["data"].get("features") or expected
-    if len(given) != len(expected):
-        raise DataError(
-            f"{job['source']}: data.features: expected {len(expected)} features ({', '.join(expected)}) "
-            f"as in {metadata['path']}, got {len(given)} ({', '.join(given)})"
-        )
-    for index, (have, want) in enumerate(zip(given, expected)):
-        if have != want:
-            raise DataError(
-                f"{job['source']}: data.features[{index}]: model file {metadata['path']} was trained "
-                f"with {want!r} in this position, got {have!r}"
-            )
-    return list(given)
 
 
 class ScaledFeatures:
@@ -107,12 +90,12 @@ def forecast_job(job):
 
     started = time.time()
     metadata = read_model_metadata(job["model_file"])
-    feature_names = check_job_against_model(job, metadata)
+    feature_names, static_names = check_job_against_model(job, metadata)
     architecture = metadata["architecture"]
     model = models.build_prediction_model(architecture, carry_state=True)
     load_model_weights(model, job["model_file"], metadata)
 
-    with SeriesReader(job["data"], feature_names) as reader:
+    with SeriesReader(job["data"], feature_names, static_names) as reader:
         return _forecast_from_reader(job, metadata, model, reader, started)
 
 

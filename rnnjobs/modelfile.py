@@ -64,6 +64,27 @@ def read_model_metadata(path):
     return metadata
 
 
+def stored_weight_shapes(path):
+    """Return the shapes of the weight arrays Keras stored in a model file, in file order.
+
+    Keras 3 keeps each layer's variables as datasets under ``/layers``. Their
+    order in the file follows Keras's own layer names alphabetically, not the
+    order of the model, so callers compare the shapes as a multiset.
+    """
+    shapes = []
+    with open_hdf5(path) as h5file:
+        layers = h5file.get("layers")
+        if layers is None:
+            raise DataError(f"{path}: no Keras weights (no /layers group); the file is damaged or was not written by 'rnnjobs train'")
+
+        def collect(name, item):
+            if isinstance(item, h5py.Dataset):
+                shapes.append(list(item.shape))
+
+        layers.visititems(collect)
+    return shapes
+
+
 def load_model_weights(model, path, metadata):
     """Load the weights of a model file into ``model`` after checking their layout."""
     from rnnjobs.models import check_weight_layout

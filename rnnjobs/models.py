@@ -33,13 +33,37 @@ def _last_recurrent_index(hidden_layers):
     return indices[-1] if indices else -1
 
 
-def _make_layer(index, spec, *, stateful, return_sequences, return_state=False):
+def _layer_seeds(seed, index):
+    """Return seeds for a layer's kernel, recurrent kernel and dropout masks, derived from the job's seed.
+
+    Keras 3.15 draws the seed of an unseeded initializer or dropout layer from
+    Python's global ``random``. Other threads of the process, such as a Dask
+    worker's event loop, draw from it too, so explicit seeds are what make the
+    initial weights and dropout masks repeat.
+    """
+    if seed is None:
+        return {}
+    kernel, recurrent, dropout = (int(value) & 0x7FFFFFFF for value in np.random.SeedSequence([seed, index]).generate_state(3))
+    return {
+        "kernel_initializer": keras.initializers.GlorotUniform(seed=kernel),
+        "recurrent_initializer": keras.initializers.Orthogonal(seed=recurrent),
+        "seed": dropout,
+    }
+
+
+def _dense(units, activation, name, seeds):
+    initializer = {"kernel_initializer": seeds["kernel_initializer"]} if seeds else {}
+    return layers.Dense(units, activation=activation, name=name, **initializer)
+
+
+def _make_layer(index, spec, *, stateful, return_sequences, return_state=False, seed=None):
     kind = spec["type"]
     name = f"{kind.lower()}_{index}"
+    seeds = _layer_seeds(seed, index)
     if kind == "Dense":
-        return layers.Dense(spec["units"], activation=spec.get("activation", "linear"), name=name)
+        return _dense(spec["units"], spec.get("activation", "linear"), name, seeds)
     if kind == "Dropout":
-        return layers.Dropout(spec["rate"], name=name)
+        return layers.Dropout(spec["rate"], name=name, seed=seeds.get("seed"))
     options = {
         "units": spec["units"],
         "activation": spec.get("activation", "tanh"),
@@ -49,6 +73,7 @@ def _make_layer(index, spec, *, stateful, return_sequences, return_state=False):
         "return_sequences": return_sequences,
         "return_state": return_state,
         "name": name,
+        **seeds,
     }
     if kind != "SimpleRNN":
         options["recurrent_activation"] = spec.get("recurrent_activation", "sigmoid")
@@ -106,7 +131,7 @@ class TrainingModel(keras.Model):
         return super().test_step(self._take_reset(data))
 
 
-def build_training_model(architecture, batch_size, timesteps, stateful=False):
+def build_training_model(architecture, batch_size, timesteps, stateful=False, seed=None):
     """Build the training model with a fixed input shape.
 
     Parameters
@@ -117,6 +142,9 @@ def build_training_model(architecture, batch_size, timesteps, stateful=False):
         Fixed input shape; stateful models need both fixed.
     stateful : bool, default=False
         Carry RNN states from one batch to the next.
+    seed : int or None, default=None
+        Seed of the initial weights and dropout masks. None leaves them to
+        Python's global ``random``, which other threads can draw from.
 
     Returns
     -------
@@ -129,9 +157,9 @@ def build_training_model(architecture, batch_size, timesteps, stateful=False):
     outputs = inputs
     for index, spec in enumerate(hidden):
         sequences = index < last_recurrent or architecture.get("return_sequences", True)
-        outputs = _make_layer(index, spec, stateful=stateful, return_sequences=sequences)(outputs)
-    outputs = layers.Dense(architecture["n_targets"], activation=architecture.get("output_activation", "linear"), name="output")(outputs)
-    return TrainingModel(inputs, outputs, name="training_model")
+        outputs = _make_layer(index, spec, stateful=stateful, return_sequences=sequences, seed=seed)(outputs)
+    head = _dense(architecture["n_targets"], architecture.get("output_activation", "linear"), "output", _layer_seeds(seed, len(hidden)))
+    return TrainingModel(inputs, head(outputs), name="training_model")
 
 
 def build_prediction_model(architecture, carry_state=False):

@@ -16,6 +16,11 @@ def configure_threads(threads):
     do not reach them, so every worker process calls this before building a
     model. It only takes effect before TensorFlow's first operation; later
     calls log a line and change nothing.
+
+    Returns
+    -------
+    int
+        The intra-op threads in effect; 0 means TensorFlow's default (one per core).
     """
     import tensorflow as tf
 
@@ -26,6 +31,28 @@ def configure_threads(threads):
         current = tf.config.threading.get_intra_op_parallelism_threads()
         if current != threads:
             logger.info("TensorFlow is already initialized with %s intra-op threads; keeping them", current or "default")
+        return current
+    return threads
+
+
+def repeatability_warnings():
+    """Return one message per setting of this process under which a job's weights may not repeat.
+
+    On the CPU, a job's weights hash repeats for the same job, seed and data,
+    and the tests check it with and without recurrent dropout. A GPU breaks
+    this, because its kernels sum in another order than the CPU kernels.
+    """
+    import tensorflow as tf
+
+    messages = []
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        messages.append(
+            f"TensorFlow sees {len(gpus)} GPU(s), so weights hashes from this run will not match those of a CPU run, "
+            "and rnnjobs checks that identical jobs give identical weights on the CPU only. "
+            "Set CUDA_VISIBLE_DEVICES=-1 to train on the CPU"
+        )
+    return messages
 
 
 def set_seed(seed):
@@ -56,7 +83,8 @@ def library_versions():
     }
 
 
-def _file_record(path):
+def file_record(path):
+    """Return the path, size and modification time of a file, by which later changes are detected."""
     try:
         stat = os.stat(path)
     except OSError:
@@ -67,9 +95,9 @@ def _file_record(path):
 
 def provenance(job, started):
     """Return where an output came from: job file, inputs, libraries, host and times."""
-    inputs = [_file_record(job["data"]["file"])]
+    inputs = [file_record(job["data"]["file"])]
     if job["kind"] == "forecast":
-        inputs.append(_file_record(job["model_file"]))
+        inputs.append(file_record(job["model_file"]))
     return {
         "job_file": job.get("source"),
         "job_file_sha256": job.get("job_file_sha256"),

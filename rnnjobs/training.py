@@ -10,6 +10,7 @@ from rnnjobs.batching import BatchPlanError, sequential_plan, stateful_plan, win
 from rnnjobs.data import ArrayReader, DataError, SeriesReader, read_samples
 from rnnjobs.pipeline import BLOCK_LOCATION_STEPS, BatchStream, DataPart, scan_part, target_mode
 from rnnjobs.scaling import Scaler
+from rnnjobs.validation import check_sample_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def open_training_data(job):
     split = job["training"]["validation_split"]
     if spec.get("layout", "series") == "samples":
         data = read_samples(spec)
-        _check_sample_shapes(job, data)
+        check_sample_shapes(job, job["data"]["x"], data.features.shape, job["data"].get("y", "y"), data.targets.shape)
         reader = ArrayReader(data)
         n_samples = reader.n_series
         n_validation = int(round(split * n_samples))
@@ -62,7 +63,7 @@ def open_training_data(job):
         summary = {"layout": "samples", "file": data.file, "samples": n_samples, "validation_samples": n_validation}
         mode = target_mode(data.targets.ndim, job["shapes"]["return_sequences"])
     else:
-        reader = SeriesReader(spec, spec["features"], spec["targets"])
+        reader = SeriesReader(spec, spec["features"], spec["targets"], spec.get("static_features", []))
         n_locations = reader.n_series
         n_validation = int(round(split * n_locations)) if split else 0
         order = np.random.default_rng(job["training"]["seed"]).permutation(n_locations)
@@ -83,20 +84,6 @@ def open_training_data(job):
     train = DataPart(reader, train_rows, "training")
     validation = DataPart(reader, validation_rows, "validation") if len(validation_rows) else None
     return reader, train, validation, summary, mode
-
-
-def _check_sample_shapes(job, data):
-    shapes = job["shapes"]
-    if data.features.shape[1] != shapes["timesteps"]:
-        raise DataError(
-            f"{data.file}: dataset {job['data']['x']!r} has {data.features.shape[1]} timesteps per sample, "
-            f"the job has shapes.timesteps={shapes['timesteps']}; make them equal"
-        )
-    if data.targets.ndim == 2 and shapes["return_sequences"]:
-        raise DataError(
-            f"{data.file}: dataset {job['data'].get('y', 'y')!r} has one target per sample (shape "
-            f"{data.targets.shape}); set shapes.return_sequences to false to train on the last step"
-        )
 
 
 def make_batch_stream(job, part, scalers, mode, fit_scalers, max_location_steps=BLOCK_LOCATION_STEPS):
@@ -264,7 +251,7 @@ def train_job(job, max_location_steps=BLOCK_LOCATION_STEPS):
         n_features, n_targets = len(reader.feature_names), len(reader.target_names)
         target_shape = (n_targets,) if mode != "sequence" else (shapes["timesteps"], n_targets)
         architecture = architecture_of(job, n_features, n_targets)
-        model = models.build_training_model(architecture, shapes["batch_size"], shapes["timesteps"], shapes["stateful"])
+        model = models.build_training_model(architecture, shapes["batch_size"], shapes["timesteps"], shapes["stateful"], seed=settings["seed"])
         optimizer = keras.optimizers.get({"class_name": settings["optimizer"], "config": {"learning_rate": settings["learning_rate"]}})
         model.compile(
             optimizer=optimizer,
@@ -300,6 +287,7 @@ def train_job(job, max_location_steps=BLOCK_LOCATION_STEPS):
     metadata = {
         "architecture": architecture,
         "feature_names": reader.feature_names,
+        "static_features": job["data"].get("static_features", []),
         "target_names": reader.target_names,
         "units": reader.units,
         "scalers": {"features": scalers[0].to_dict(), "targets": scalers[1].to_dict()},

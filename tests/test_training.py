@@ -67,3 +67,21 @@ def test_validation_and_early_stopping(series_file, tmp_path):
 
     assert "val_loss" in history
     assert 1 <= len(history["loss"]) <= 3
+
+
+def test_static_features_repeat_along_time(tmp_path):
+    import h5py
+
+    from conftest import write_series_file
+    from rnnjobs.data import read_series
+
+    path = write_series_file(tmp_path / "static.h5", n_locations=5, n_times=12)
+    with h5py.File(path, "a") as h5file:
+        h5file["elev"] = np.arange(5, dtype=np.float64) * 100.0
+    spec = normalize_job(train_job_dict(path, tmp_path / "m.weights.h5"))["data"]
+
+    data = read_series(dict(spec, locations=[3, 1]), ["a"], ["y"], static_names=["elev"])
+
+    assert data.feature_names == ["a", "elev"]
+    assert data.features.shape == (2, 12, 2)
+    assert np.array_equal(data.features[:, :, 1], np.array([[300.0] * 12, [100.0] * 12], np.float32))
