@@ -8,6 +8,7 @@ key words of the message and that no output exists.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -563,7 +564,8 @@ def test_nan_loss_fails_without_model_file(tmp_path):
     result = run_command([job], tmp_path, "train")
 
     assert result.exit_code == 1, result.output
-    assert "training loss became inf" in result.output
+    # Several steps run per call into TensorFlow, so the first loss seen may already be NaN.
+    assert re.search(r"training loss became (inf|nan)", result.output)
     assert "no model file was written" in result.output
     assert not os.path.exists(output_of(job))
     assert [name for _, _, files in os.walk(tmp_path) for name in files if "rnnjobs-tmp" in name] == []
