@@ -95,7 +95,7 @@ def forecast_job(job):
     model = models.build_prediction_model(architecture, carry_state=True)
     load_model_weights(model, job["model_file"], metadata)
 
-    with SeriesReader(job["data"], feature_names, static_names) as reader:
+    with SeriesReader(job["data"], feature_names, static_names=static_names) as reader:
         return _forecast_from_reader(job, metadata, model, reader, started)
 
 

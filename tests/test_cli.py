@@ -22,6 +22,7 @@ def test_train_then_forecast_real_data(runner, tmp_path):
         EXAMPLE_DATA, model_file,
         data={
             "file": EXAMPLE_DATA, "features": ["Ed", "Ew", "rain"], "targets": ["fm"],
+            "static_features": ["elev", "lat", "lon"],
             "locations": {"start": 0, "stop": 20}, "time": {"start": 0, "stop": 48},
             "valid_range": {"fm": [0.5, 60]},
         },
