@@ -30,7 +30,7 @@ class ScaledFeatures:
         return self.scaler.transform(features)
 
 
-def predict_series(model, architecture, features, location_chunk, time_chunk, on_chunk):
+def predict_series(model, architecture, features, location_chunk, time_chunk, on_chunk, stop=None):
     """Run a state-carrying prediction model over ``features`` in chunks of locations and time.
 
     Within a location chunk, the final RNN states of one time chunk are the
@@ -53,10 +53,14 @@ def predict_series(model, architecture, features, location_chunk, time_chunk, on
     on_chunk : callable
         Called as ``on_chunk(location_slice, time_slice, predictions)`` for
         every chunk, in time order within each location chunk.
+    stop : int, optional
+        Predict only the steps before this one; all steps when absent.
     """
     from rnnjobs.models import zero_states
 
     n_locations, n_times = features.shape[:2]
+    if stop is not None:
+        n_times = min(n_times, stop)
     for first in range(0, n_locations, location_chunk):
         rows = slice(first, min(first + location_chunk, n_locations))
         states = zero_states(architecture, rows.stop - rows.start)
@@ -65,6 +69,53 @@ def predict_series(model, architecture, features, location_chunk, time_chunk, on
             outputs = model.predict_on_batch([np.asarray(features[rows, steps], dtype=np.float32), *states])
             predictions, states = outputs[0], list(outputs[1:])
             on_chunk(rows, steps, np.asarray(predictions))
+
+
+def bias_offsets(job, metadata, model, features, reader):
+    """Return the mean of observed minus forecast per location and target over ``bias_correction.time``.
+
+    The forecast is run up to the end of the correction period, chunk by
+    chunk as in the main pass, and compared with the valid observations there.
+    Locations without a valid observation in the period get an offset of 0.
+
+    Returns
+    -------
+    offsets : ndarray of shape (n_locations, n_targets), float32
+    counts : ndarray of shape (n_locations, n_targets), int
+        Valid observations behind each offset.
+    """
+    correction = job["bias_correction"]
+    target_names = metadata["target_names"]
+    observed = correction.get("observed") or target_names
+    if len(observed) != len(target_names):
+        raise DataError(
+            f"{job['source']}: bias_correction.observed: expected {len(target_names)} dataset(s), one per target "
+            f"({', '.join(target_names)}), got {len(observed)}"
+        )
+    spec = dict(job["data"], time=dict(correction["time"]), valid_range={**job["data"]["valid_range"], **correction.get("valid_range", {})})
+    first = correction["time"]["start"] - reader.time_start
+    last = correction["time"]["stop"] - reader.time_start
+    target_scaler = Scaler.from_dict(metadata["scalers"]["targets"])
+    n_targets = len(target_names)
+    sums = np.zeros((reader.n_series, n_targets))
+    counts = np.zeros((reader.n_series, n_targets), dtype=np.int64)
+
+    with SeriesReader(spec, reader.feature_names[: len(reader.feature_names) - len(metadata.get("static_features", []))], target_names=observed) as observations:
+
+        def compare(rows, steps, predictions):
+            lo, hi = max(steps.start, first), min(steps.stop, last)
+            if lo >= hi:
+                return
+            _, values = observations.read(rows, lo - first, hi - first)
+            forecast = target_scaler.inverse_transform(predictions[:, lo - steps.start : hi - steps.start])
+            valid = np.isfinite(values)
+            sums[rows] += np.where(valid, values - forecast, 0.0).sum(axis=1)
+            counts[rows] += valid.sum(axis=1)
+
+        predict_series(model, metadata["architecture"], features, job["chunks"]["locations"], job["chunks"]["time"], compare, stop=last)
+
+    offsets = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0).astype(np.float32)
+    return offsets, counts
 
 
 def forecast_job(job):
@@ -125,6 +176,15 @@ def _forecast_from_reader(job, metadata, model, reader, started):
     }
     chunks = job["chunks"]
     bad_chunks = []
+    offsets = None
+    if job.get("bias_correction"):
+        offsets, counts = bias_offsets(job, metadata, model, features, reader)
+        uncorrected = int((counts == 0).any(axis=1).sum())
+        attributes["bias_correction"] = dict(job["bias_correction"], locations_without_observations=uncorrected)
+        logger.info(
+            "%s: bias correction from %d observation(s); %d location(s) without a valid observation keep their raw forecast",
+            job["name"], int(counts.sum()), uncorrected,
+        )
 
     with atomic_output(job["output"]["file"]) as temporary:
         with ForecastWriter(
@@ -143,6 +203,8 @@ def _forecast_from_reader(job, metadata, model, reader, started):
                 if keep_from >= predictions.shape[1]:
                     return
                 values = target_scaler.inverse_transform(predictions[:, keep_from:])
+                if offsets is not None:
+                    values = values + offsets[rows][:, None, :]
                 if not np.isfinite(values).all():
                     bad_chunks.append((rows.start, steps.start + keep_from))
                 out_steps = slice(steps.start + keep_from - spinup, steps.stop - spinup)
@@ -154,6 +216,13 @@ def _forecast_from_reader(job, metadata, model, reader, started):
                     f"{job['source']}: the forecast has non-finite values, first in the chunk at location "
                     f"index {bad_chunks[0][0]}, time index {bad_chunks[0][1]}; no output was written"
                 )
+            if offsets is not None:
+                for k, name in enumerate(target_names):
+                    writer.write_location_variable(
+                        f"{name}_bias_correction",
+                        offsets[:, k],
+                        {"long_name": f"offset added to the forecast of {name}: mean observed minus forecast", **({"units": metadata["units"][name]} if name in metadata.get("units", {}) else {})},
+                    )
             if reader.filled_features:
                 logger.info("%s: filled %d missing feature value(s) with policy %r", job["name"], reader.filled_features, job["data"]["missing_features"])
             writer.write_attributes({"provenance": provenance(job, started)})

@@ -101,6 +101,7 @@ class ForecastWriter:
         self._file = h5netcdf.File(path, "w")
         file = self._file
         file.dimensions = {location_dim: len(location_ids), "time": len(time_values)}
+        self._location_dim = location_dim
 
         if np.asarray(location_ids).dtype.kind in "OUS":
             ids = file.create_variable(location_dim, (location_dim,), dtype=h5py.string_dtype())
@@ -133,6 +134,12 @@ class ForecastWriter:
         file.attrs["Conventions"] = "CF-1.8"
         file.attrs["featureType"] = "timeSeries"
         self.write_attributes(attributes)
+
+    def write_location_variable(self, name, values, attributes):
+        """Write a float32 variable on the location dimension, such as a per-location correction."""
+        variable = self._file.create_variable(name, (self._location_dim,), data=np.asarray(values, dtype=np.float32))
+        for key, value in attributes.items():
+            variable.attrs[key] = value
 
     def write_attributes(self, attributes):
         """Set global attributes; values that are not strings or numbers are stored as JSON text."""

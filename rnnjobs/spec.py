@@ -276,6 +276,20 @@ _FORECAST_JOB = {
             "properties": {"locations": _POSITIVE_INT, "time": _POSITIVE_INT},
             "additionalProperties": False,
         },
+        "bias_correction": {
+            "type": "object",
+            "description": (
+                "Add to each location's forecast the mean of observed minus forecast over a period "
+                "with observations, such as the hours before the forecast start."
+            ),
+            "properties": {
+                "observed": {**_NAME_LIST, "description": "Datasets of observations, one per target; the target names when absent."},
+                "time": {**_TIME_RANGE, "required": ["start", "stop"]},
+                "valid_range": _VALID_RANGE,
+            },
+            "required": ["time"],
+            "additionalProperties": False,
+        },
         "output": {
             "type": "object",
             "properties": {"file": {"type": "string", "minLength": 1}},
@@ -627,6 +641,21 @@ def _forecast_problems(job):
             problems.append(f"spinup: {job['spinup']} steps leave nothing of the {length} steps that data.time selects")
     if os.path.realpath(job["output"]["file"]) == os.path.realpath(job["model_file"]):
         problems.append("output.file: is the model file the job reads; choose another output file")
+
+    correction = job.get("bias_correction")
+    if correction is not None:
+        start, stop = correction["time"]["start"], correction["time"]["stop"]
+        first, last = time_range.get("start", 0), time_range.get("stop")
+        if stop <= start:
+            problems.append(f"bias_correction.time: stop {stop} must be greater than start {start}")
+        elif start < first or (last is not None and stop > last):
+            selected = f"[{first}, {last})" if last is not None else f"from {first} on"
+            problems.append(
+                f"bias_correction.time: [{start}, {stop}) must lie within the steps that data.time selects ({selected})"
+            )
+        for name, (low, high) in correction.get("valid_range", {}).items():
+            if low > high:
+                problems.append(f"bias_correction.valid_range.{name}: min {low} is greater than max {high}")
     return problems
 
 

@@ -382,6 +382,11 @@ def _check_forecast_job(job, check, produced):
             )
         _scan_series(selection, spec, feature_names, [], check)
         _check_static(h5file, selection, spec, static_names, check)
+        correction = job.get("bias_correction")
+        if correction is not None:
+            observed = correction.get("observed") or model.get("target_names") or []
+            if observed:
+                select_series(h5file, dict(spec, time=correction["time"]), observed)
 
 
 def _check_static(h5file, selection, spec, static_names, check):
@@ -413,6 +418,7 @@ def _model_of_train_job(job):
             "columns of X in data.features"
         )
     return {
+        "target_names": list(spec.get("targets") or []),
         "feature_names": list(spec.get("features") or []) + list(spec.get("static_features", [])),
         "static_features": list(spec.get("static_features", [])),
         "path": f"{job['output']['model_file']} (written by {job['source']} in this run)",

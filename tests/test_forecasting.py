@@ -244,3 +244,43 @@ def test_missing_feature_in_later_chunk_writes_nothing(lstm_model_file, tmp_path
 
     assert not output.exists()
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".late_gap.nc")]
+
+
+def test_bias_correction_adds_mean_error(tmp_path):
+    data_file = write_series_file(tmp_path / "series.h5", n_locations=5, n_times=40)
+    model_file = tmp_path / "m.weights.h5"
+    train_job(normalize_job(train_job_dict(data_file, model_file, training={"epochs": 1, "seed": 1})))
+    raw_job = normalize_job(forecast_job_dict(data_file, model_file, tmp_path / "raw.nc"))
+    forecast_job(raw_job)
+    with h5py.File(tmp_path / "raw.nc", "r") as raw_file:
+        raw = raw_file["y"][()]
+
+    # Observations are the raw forecast shifted by a known offset per location;
+    # location 4 has no valid observation in the correction period.
+    shifts = np.array([1.0, -2.0, 0.5, 3.0, 7.0], np.float32)
+    observed = raw + shifts[:, None]
+    observed[4, :30] = np.nan
+    observed[0, 5] = 1000.0
+    with h5py.File(data_file, "a") as h5file:
+        h5file["obs"] = observed
+    corrected_job = normalize_job(forecast_job_dict(
+        data_file, model_file, tmp_path / "corrected.nc",
+        bias_correction={"observed": ["obs"], "time": {"start": 0, "stop": 30}, "valid_range": {"obs": [-100, 100]}},
+    ))
+    forecast_job(corrected_job)
+
+    with h5py.File(tmp_path / "corrected.nc", "r") as corrected_file:
+        corrected = corrected_file["y"][()]
+        offsets = corrected_file["y_bias_correction"][()]
+    expected_offsets = np.append(shifts[:4], 0.0)
+    assert np.allclose(offsets, expected_offsets, atol=1e-4)
+    assert np.allclose(corrected, raw + expected_offsets[:, None], atol=1e-4)
+
+
+def test_bias_correction_period_outside_data_rejected(tmp_path, series_file):
+    with pytest.raises(Exception, match=r"bias_correction.time: \[0, 80\) must lie within"):
+        normalize_job(forecast_job_dict(
+            series_file, tmp_path / "m.weights.h5", tmp_path / "f.nc",
+            data={"file": series_file, "time": {"start": 0, "stop": 60}},
+            bias_correction={"time": {"start": 0, "stop": 80}},
+        ))
