@@ -85,6 +85,9 @@ def bench_job(folder, epochs, jit_compile):
     with open(os.path.join(REPO, "jobs", "fmc_train.json"), encoding="utf-8") as stream:
         job = json.load(stream)
     job["data"]["file"] = os.path.join(REPO, "data", "raws_ca_202401.h5")
+    # The plain Keras script reads the time-varying features only, so both train on the same inputs.
+    job["data"].pop("static_features", None)
+    job.pop("$schema", None)
     job["training"].update({"epochs": epochs, "early_stopping": None, "jit_compile": jit_compile})
     job["output"]["model_file"] = os.path.join(folder, f"bench_jit{int(jit_compile)}.weights.h5")
     path = os.path.join(folder, f"bench_jit{int(jit_compile)}.json")
