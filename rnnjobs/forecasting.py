@@ -103,11 +103,11 @@ def bias_offsets(job, metadata, model, features, reader):
     with SeriesReader(spec, reader.feature_names[: len(reader.feature_names) - len(metadata.get("static_features", []))], target_names=observed) as observations:
 
         def compare(rows, steps, predictions):
-            lo, hi = max(steps.start, first), min(steps.stop, last)
-            if lo >= hi:
+            overlap_start, overlap_stop = max(steps.start, first), min(steps.stop, last)
+            if overlap_start >= overlap_stop:
                 return
-            _, values = observations.read(rows, lo - first, hi - first)
-            forecast = target_scaler.inverse_transform(predictions[:, lo - steps.start : hi - steps.start])
+            _, values = observations.read(rows, overlap_start - first, overlap_stop - first)
+            forecast = target_scaler.inverse_transform(predictions[:, overlap_start - steps.start : overlap_stop - steps.start])
             valid = np.isfinite(values)
             sums[rows] += np.where(valid, values - forecast, 0.0).sum(axis=1)
             counts[rows] += valid.sum(axis=1)
