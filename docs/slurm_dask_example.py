@@ -5,7 +5,7 @@ its Dask extra: ``pip install 'rnnjobs[dask]'``. It starts a Dask scheduler in
 this process, submits SLURM batch jobs that each start Dask workers, runs the
 job files on them, prints a summary and exits 0 when every job succeeded.
 
-    python slurm_dask_example.py --account myproject --queue normal jobs/sweep.json
+    python slurm_dask_example.py --account myproject --queue normal jobs/fmc_sweep.json
 
 Change the resources below to your site's. Each worker process runs one job at
 a time with one TensorFlow thread, so ``processes`` equals ``cores``. For PBS,

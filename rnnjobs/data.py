@@ -100,7 +100,8 @@ def open_hdf5(path):
         raise DataError(f"{path}: cannot lock the file ({err}); {LOCKING_HINT}") from err
     except OSError as err:
         text = str(err)
-        if "lock" in text.lower():
+        # HDF5 says "unable to lock file" when flock fails; other messages may contain "lock" by chance.
+        if "unable to lock file" in text.lower():
             raise DataError(f"{path}: cannot lock the file ({text}); {LOCKING_HINT}") from err
         raise DataError(f"{path}: cannot be opened as HDF5, the file may be truncated or damaged ({text})") from err
 
@@ -510,7 +511,7 @@ def read_series(spec, feature_names, target_names=(), static_names=()):
             values = _read_rows(dataset, rows, time_slice, axis_order)
             blocks.append(to_float32(values, dataset, describe_position))
         for name in static_names:
-            values = read_static(get_dataset(h5file, name), rows, selection.n_locations)
+            values = read_static(get_dataset(h5file, name), rows, selection.n_locations, spec, location_ids[rows])
             blocks.insert(len(feature_names), np.repeat(values[:, None], stop - start, axis=1))
         stacked = np.stack(blocks, axis=-1)
 
@@ -556,15 +557,32 @@ def read_series(spec, feature_names, target_names=(), static_names=()):
     )
 
 
-def read_static(dataset, rows, n_locations):
-    """Check a static feature dataset shaped (location,) and return its values at ``rows`` as float32."""
+def read_static(dataset, rows, n_locations, spec=None, location_ids=None):
+    """Check a static feature dataset shaped (location,) and return its values at ``rows`` as float32.
+
+    Missing values are rejected whatever ``data.missing_features`` says,
+    because its fill policies work along time and a static value has no
+    neighbour in time to take.
+    """
     check_numeric(dataset)
     if dataset.shape != (n_locations,):
         raise DataError(
             f"{dataset.file.filename}: static feature dataset {dataset.name!r} has shape {dataset.shape}, "
             f"expected ({n_locations},): one value per location"
         )
-    return to_float32(dataset[()][rows], dataset)
+    values = to_float32(dataset[()][rows], dataset)
+    low, high = (spec or {}).get("valid_range", {}).get(dataset.name.strip("/"), (-np.inf, np.inf))
+    with np.errstate(invalid="ignore"):
+        invalid = ~np.isfinite(values) | (values < low) | (values > high)
+    if invalid.any():
+        first = int(np.argmax(invalid))
+        where = f"location {location_ids[first]!r}" if location_ids is not None else f"location index {first}"
+        raise DataError(
+            f"{dataset.file.filename}: static feature dataset {dataset.name!r} has {int(invalid.sum())} missing or "
+            f"invalid value(s) (NaN, infinite or outside valid_range), first at {where}; fill policies do not apply "
+            "to static features, so give every location a valid value"
+        )
+    return values
 
 
 def _check_axis_order(dataset, location_coord, time_coord, n_locations, n_times, path):
@@ -820,7 +838,11 @@ class SeriesReader:
             self.time_attrs = {}
         self.units = {ds.name.strip("/"): _attr_text(ds.attrs["units"]) for ds in self._datasets if "units" in ds.attrs}
         self._static = np.stack(
-            [read_static(get_dataset(h5file, name), selection.rows, selection.n_locations) for name in static_names], axis=-1
+            [
+                read_static(get_dataset(h5file, name), selection.rows, selection.n_locations, self.spec, self.location_ids)
+                for name in static_names
+            ],
+            axis=-1,
         ) if static_names else None
         first = self._datasets[0]
         location_axis = 0 if self.axis_order == "location,time" else 1

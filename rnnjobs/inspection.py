@@ -105,9 +105,10 @@ def _inspect_model(path):
             {"name": name, "shape": list(shape), "dtype": None if arrays is None else str(arrays[k].dtype)}
             for k, (name, shape) in enumerate(layout)
         ]
-    if arrays is None:
+    matches = None if arrays is None else weights_sha256(arrays) == metadata["weights_sha256"]
+    if matches is None:
         check = "not checked: the weights in the file are not in the layout that Keras 3 writes for this architecture"
-    elif weights_sha256(arrays) == metadata["weights_sha256"]:
+    elif matches:
         check = "matches the weights in the file"
     else:
         check = "DIFFERS from the weights in the file: the file was changed after training"
@@ -118,6 +119,15 @@ def _inspect_model(path):
         "parameters": int(sum(np.prod(shape, dtype=np.int64) for _, shape in layout)),
         "weights_sha256_check": check,
     }
+
+
+def stored_weights_match(path, metadata):
+    """Return whether the weights stored in a model file have the recorded SHA-256, or None if they cannot be read in model order."""
+    with open_hdf5(path) as h5file:
+        arrays = _stored_weights(h5file, metadata["architecture"], metadata["weight_layout"])
+    if arrays is None:
+        return None
+    return weights_sha256(arrays) == metadata["weights_sha256"]
 
 
 def weights_sha256(arrays):

@@ -86,8 +86,21 @@ def stored_weight_shapes(path):
 
 
 def load_model_weights(model, path, metadata):
-    """Load the weights of a model file into ``model`` after checking their layout."""
-    from rnnjobs.models import check_weight_layout
+    """Load the weights of a model file into ``model`` after checking their layout, then check their hash.
+
+    Raises
+    ------
+    DataError
+        If the loaded weights do not have the SHA-256 recorded at training,
+        because the file was changed afterwards.
+    """
+    from rnnjobs.models import check_weight_layout, weights_hash
 
     check_weight_layout(metadata["weight_layout"], model, path)
     model.load_weights(path)
+    recorded = metadata.get("weights_sha256")
+    if recorded is not None and weights_hash(model) != recorded:
+        raise DataError(
+            f"{path}: the weights in the file do not match the SHA-256 recorded at training ({recorded[:12]}...); "
+            "the file was changed after training, so train the model again"
+        )

@@ -32,7 +32,7 @@ WEIGHTS_SUFFIX = ".weights.h5"
 _HABITUAL_SUFFIXES = (".h5", ".hdf5", ".hdf", ".keras", ".weights")
 
 _POSITIVE_INT = {"type": "integer", "minimum": 1}
-_NAME_LIST = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
+_NAME_LIST = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "uniqueItems": True}
 _ACTIVATION = {"type": "string", "minLength": 1}
 _FRACTION = {"type": "number", "minimum": 0, "exclusiveMaximum": 1}
 
@@ -454,6 +454,9 @@ def _describe_schema_error(error):
         return [(parts, f"{path}: must have at least {error.validator_value} item(s), got {len(value)}")]
     if keyword == "maxItems":
         return [(parts, f"{path}: must have at most {error.validator_value} item(s), got {len(value)}")]
+    if keyword == "uniqueItems":
+        repeated = sorted({item for item in value if value.count(item) > 1}, key=str)
+        return [(parts, f"{path}: each name may appear once, got {', '.join(map(repr, repeated))} more than once")]
     return [(parts, f"{path}: {error.message}")]
 
 

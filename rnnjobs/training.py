@@ -266,18 +266,22 @@ def train_job(job, max_location_steps=BLOCK_LOCATION_STEPS):
             train_batches.n_batches, shapes["batch_size"], shapes["timesteps"], settings["epochs"],
         )
         fit_started = time.time()
+        callbacks = _callbacks(job, validation_batches is not None)
         history = model.fit(
             train_batches.dataset(n_features, target_shape),
             validation_data=validation_batches.dataset(n_features, target_shape) if validation_batches else None,
             epochs=settings["epochs"],
             shuffle=False,
             verbose=0,
-            callbacks=_callbacks(job, validation_batches is not None),
+            callbacks=callbacks,
         )
         fit_seconds = time.time() - fit_started
 
     history = {key: [float(v) for v in values] for key, values in history.history.items()}
-    final_loss = history["loss"][-1]
+    # Early stopping restores the weights of the best epoch, which need not be the last one.
+    stopping = next((c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
+    kept_epoch = stopping.best_epoch + 1 if stopping is not None and stopping.best_weights is not None else len(history["loss"])
+    final_loss = history["loss"][kept_epoch - 1]
     if not all(math.isfinite(v) for values in history.values() for v in values):
         raise TrainingError(f"{job['name']}: the loss was not finite during training; no model file was written")
     windows = train_batches.n_windows * len(history["loss"])
@@ -295,6 +299,7 @@ def train_job(job, max_location_steps=BLOCK_LOCATION_STEPS):
         "weight_layout": models.weight_layout(model),
         "weights_sha256": weights_sha256,
         "history": history,
+        "kept_epoch": kept_epoch,
         "data": summary,
         "job": {key: value for key, value in job.items() if key != "source"},
         "spec_sha256": job["spec_sha256"],
@@ -304,13 +309,17 @@ def train_job(job, max_location_steps=BLOCK_LOCATION_STEPS):
         write_model_file(model, temporary, metadata)
 
     seconds = time.time() - started
-    logger.info("%s: wrote %s (weights sha256 %s) after %d epochs, loss %.4g", job["name"], job["output"]["model_file"], weights_sha256[:12], len(history["loss"]), final_loss)
+    logger.info(
+        "%s: wrote %s (weights sha256 %s) after %d epochs, with the weights of epoch %d (loss %.4g)",
+        job["name"], job["output"]["model_file"], weights_sha256[:12], len(history["loss"]), kept_epoch, final_loss,
+    )
     return {
         "name": job["name"],
         "kind": "train",
         "output": job["output"]["model_file"],
         "weights_sha256": weights_sha256,
         "epochs": len(history["loss"]),
+        "kept_epoch": kept_epoch,
         "loss": final_loss,
         "windows": windows,
         "fit_seconds": fit_seconds,

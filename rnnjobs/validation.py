@@ -315,11 +315,26 @@ def _check_batches(job, n_train, n_validation, n_times, check):
             else:
                 plan = stateful_plan(count, n_times, shapes["timesteps"], batch_size, remainder)
         except BatchPlanError:
-            check.problems.append(_remainder_message(job, part, count, n_train, n_validation))
+            if count % batch_size == 0:
+                check.problems.append(_leftover_steps_message(job, n_times))
+            else:
+                check.problems.append(_remainder_message(job, part, count, n_train, n_validation))
             continue
         if plan.dropped:
             left_out = ", ".join(f"{count} {what.replace('_', ' ')}" for what, count in plan.dropped.items())
             check.notes.append(f"{part} data: left out to fill whole stateful batches: {left_out}")
+
+
+def _leftover_steps_message(job, n_times):
+    spec, timesteps = job["data"], job["shapes"]["timesteps"]
+    leftover = n_times % timesteps
+    fitting = [n_times - leftover] if n_times >= timesteps else []
+    return (
+        f"{spec['file']}: data.time selects {n_times} steps, which do not fill whole stateful windows of "
+        f"shapes.timesteps {timesteps} ({leftover} step(s) left over); set shapes.timesteps to a divisor of "
+        f"{n_times}, make data.time {fitting[0] if fitting else timesteps} steps long, or set training.remainder "
+        "to 'drop' to leave out the last steps"
+    )
 
 
 def _remainder_message(job, part, count, n_train, n_validation):
@@ -393,20 +408,9 @@ def _check_static(h5file, selection, spec, static_names, check):
     """Check that each static feature has one valid value per selected location."""
     for name in static_names:
         try:
-            values = read_static(get_dataset(h5file, name), selection.rows, selection.n_locations)
+            read_static(get_dataset(h5file, name), selection.rows, selection.n_locations, spec, selection.location_ids[selection.rows])
         except DataError as err:
             check.problems.append(str(err))
-            continue
-        low, high = spec["valid_range"].get(name, (-np.inf, np.inf))
-        with np.errstate(invalid="ignore"):
-            invalid = ~np.isfinite(values) | (values < low) | (values > high)
-        if invalid.any() and spec["missing_features"] == "error":
-            first = selection.location_ids[selection.rows][int(np.argmax(invalid))]
-            check.problems.append(
-                f"{spec['file']}: static feature dataset {name!r} has {int(invalid.sum())} missing or invalid "
-                f"value(s) (NaN, infinite or outside valid_range), first at {selection.location_dim} {first!r}; "
-                "clean the data or set data.missing_features to 'ffill' or 'zero'"
-            )
 
 
 def _model_of_train_job(job):
@@ -474,6 +478,13 @@ def read_model_summary(path):
             f"{path}: the weights stored in the file do not fit the recorded architecture "
             f"{describe_architecture(architecture)}: arrays of shape {missing or 'none'} are missing and "
             f"{extra or 'none'} are extra; the weights were replaced after training, so train the model again"
+        )
+    from rnnjobs.inspection import stored_weights_match
+
+    if stored_weights_match(path, metadata) is False:
+        raise DataError(
+            f"{path}: the weights in the file do not match the SHA-256 recorded at training "
+            f"({metadata['weights_sha256'][:12]}...); the file was changed after training, so train the model again"
         )
     return metadata
 

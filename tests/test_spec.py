@@ -242,3 +242,18 @@ def test_example_jobs_valid(name):
     job = load_job(os.path.join(REPO, "jobs", name))
 
     assert job["kind"] in ("train", "forecast")
+
+
+def test_repeated_feature_name_rejected():
+    job = {
+        "kind": "train",
+        "data": {"file": "d.h5", "features": ["Ed", "Ed"], "targets": ["fm"]},
+        "model": {"hidden_layers": [{"type": "LSTM", "units": 4}]},
+        "shapes": {"batch_size": 4, "timesteps": 10},
+        "output": {"model_file": "m.weights.h5"},
+    }
+
+    with pytest.raises(JobError) as caught:
+        normalize_job(job)
+
+    assert caught.value.problems == ["data.features: each name may appear once, got 'Ed' more than once"]

@@ -85,3 +85,17 @@ def test_static_features_repeat_along_time(tmp_path):
     assert data.feature_names == ["a", "elev"]
     assert data.features.shape == (2, 12, 2)
     assert np.array_equal(data.features[:, :, 1], np.array([[300.0] * 12, [100.0] * 12], np.float32))
+
+
+def test_early_stopping_records_kept_epoch(series_file, tmp_path):
+    result = run_training(
+        series_file, tmp_path, "kept",
+        training={"epochs": 4, "seed": 1, "learning_rate": 0.01, "validation_split": 0.25, "early_stopping": {"patience": 1}},
+    )
+
+    metadata = read_model_metadata(result["output"])
+    best = int(np.argmin(metadata["history"]["val_loss"])) + 1
+
+    assert metadata["kept_epoch"] == best
+    assert result["kept_epoch"] == best
+    assert result["loss"] == metadata["history"]["loss"][best - 1]

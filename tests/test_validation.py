@@ -305,6 +305,21 @@ def stateful_series_remainder(tmp_path, model):
     return [series_job(path, tmp_path, shapes={"batch_size": 4, "timesteps": 10, "stateful": True})]
 
 
+def stateful_series_leftover_steps(tmp_path, model):
+    path = write_series_file(tmp_path / "d.h5", n_locations=16, n_times=48)
+    return [series_job(path, tmp_path, shapes={"batch_size": 8, "timesteps": 10, "stateful": True})]
+
+
+def static_nan_with_fill(tmp_path, model):
+    path = write_series_file(tmp_path / "d.h5")
+    with h5py.File(path, "a") as h5file:
+        h5file["elev"] = np.array([1.0, 2.0, np.nan, 4.0, 5.0, 6.0, 7.0, 8.0])
+    job = series_job(path, tmp_path)
+    job["data"]["static_features"] = ["elev"]
+    job["data"]["missing_features"] = "ffill"
+    return [job]
+
+
 def forecast_feature_names(tmp_path, model):
     # The input file does not exist: the model mismatch must be found before any input is read.
     return [forecast_job(tmp_path / "never_read.h5", model, tmp_path, data={"file": str(tmp_path / "never_read.h5"), "features": ["a", "b", "x"]})]
@@ -319,6 +334,16 @@ def forecast_architecture(tmp_path, model):
         h5file["layers"].create_dataset(kernel, data=np.zeros((3, 16), np.float32))
     path = write_series_file(tmp_path / "in.h5")
     return [forecast_job(path, tampered, tmp_path)]
+
+
+def forecast_weights_changed(tmp_path, model):
+    changed = tmp_path / "changed.weights.h5"
+    changed.write_bytes(open(model, "rb").read())
+    with h5py.File(changed, "a") as h5file:
+        bias = next(name for name in _datasets(h5file["layers"]) if h5file["layers"][name].shape == (1,))
+        h5file["layers"][bias][...] += 1.0
+    path = write_series_file(tmp_path / "in.h5")
+    return [forecast_job(path, changed, tmp_path)]
 
 
 def _datasets(group):
@@ -395,7 +420,7 @@ CASES = {
     "missing dataset": Case(missing_dataset, ["d.h5", "'nope' not found", "datasets in the file", "a, b, c"]),
     "not HDF5": Case(not_hdf5, ["d.h5", "not an HDF5 file"]),
     "netCDF-3": Case(netcdf3, ["d.nc", "not an HDF5 file", "netCDF-3", "nccopy"]),
-    "truncated": Case(truncated, ["d.h5", "truncated"]),
+    "truncated": Case(truncated, ["d.h5", "truncated"], absent=["HDF5_USE_FILE_LOCKING"]),
     "corrupt chunk": Case(corrupt_chunk, ["d.h5", "'/b'", "cannot be read", "damaged"]),
     "wrong rank series": Case(wrong_rank_series, ["d.h5", "'/cube'", "(8, 60, 2)", "expected 2 dimensions"]),
     "wrong rank samples": Case(wrong_rank_samples, ["s.h5", "'/X'", "(10, 7)", "expected 3 dimensions"]),
@@ -418,8 +443,13 @@ CASES = {
         ["15 training samples (20 minus 5 held out by validation_split 0.25)", "5 validation samples", "batch_size 4", "divisor of 15 and 5"],
     ),
     "stateful series remainder": Case(stateful_series_remainder, ["d.h5", "'a'", "10 training locations", "2 left over", "'drop'"]),
+    "stateful series leftover steps": Case(
+        stateful_series_leftover_steps, ["d.h5", "48 steps", "shapes.timesteps 10", "8 step(s) left over", "'drop'"], absent=["0 left over"]
+    ),
+    "static feature NaN": Case(static_nan_with_fill, ["d.h5", "'/elev'", "1 missing or invalid", "location 'S002'", "static features"]),
     "forecast feature names": Case(forecast_feature_names, ["data.features[2]", "'c'", "got 'x'"], absent=["never_read.h5: input file not found"]),
     "forecast architecture": Case(forecast_architecture, ["tampered.weights.h5", "do not fit the recorded architecture", "LSTM(3)", "(3, 12)", "(3, 16)"]),
+    "forecast weights changed": Case(forecast_weights_changed, ["changed.weights.h5", "do not match the SHA-256", "train the model again"]),
     "forecast of unnamed samples": Case(forecast_of_unnamed_samples, ["job0.json", "data.features", "names no features"]),
     "forecast model missing": Case(forecast_model_missing, ["absent.weights.h5", "model file not found", "rnnjobs run"]),
     "forecast model not rnnjobs": Case(forecast_model_not_rnnjobs, ["other.weights.h5", "not an rnnjobs model file"]),
