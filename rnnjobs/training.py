@@ -129,7 +129,12 @@ def _has_valid_target(targets, windows, timesteps, return_sequences):
     return counts[windows[:, 0], windows[:, 1] + timesteps] > counts[windows[:, 0], windows[:, 1]]
 
 
-def _make_batches(features, targets, plan, timesteps, return_sequences, shuffle_rng=None, job=None):
+def _epoch_rng(seed, epoch):
+    """Return the generator that shuffles epoch ``epoch``: a function of the seed and the epoch, so a resumed run repeats it."""
+    return np.random.default_rng([seed, epoch])
+
+
+def _make_batches(features, targets, plan, timesteps, return_sequences, shuffle_seed=None, job=None, first_epoch=0):
     """Return a Keras ``PyDataset`` that cuts each batch's windows when asked for it."""
     import keras
 
@@ -137,6 +142,7 @@ def _make_batches(features, targets, plan, timesteps, return_sequences, shuffle_
         def __init__(self):
             super().__init__()
             self.plan = plan
+            self.epoch = first_epoch
             self.offsets = np.arange(timesteps)
 
         def __len__(self):
@@ -160,8 +166,9 @@ def _make_batches(features, targets, plan, timesteps, return_sequences, shuffle_
             return x, y
 
         def on_epoch_end(self):
-            if shuffle_rng is not None:
-                self.plan = _make_plan(job, features, targets, shuffle_rng, "training")
+            self.epoch += 1
+            if shuffle_seed is not None:
+                self.plan = _make_plan(job, features, targets, _epoch_rng(shuffle_seed, self.epoch), "training")
 
     return WindowBatches()
 
@@ -235,6 +242,7 @@ def train_job(job):
     import keras
 
     from rnnjobs import models
+    from rnnjobs.checkpoints import TrainingCheckpoint
     from rnnjobs.modelfile import write_model_file
     from rnnjobs.output import atomic_output
     from rnnjobs.runtime import provenance, set_seed
@@ -252,10 +260,13 @@ def train_job(job):
         return feature_scaler.transform(part[0]), target_scaler.transform(part[1])
 
     train_x, train_y = scale(data["train"])
-    rng = np.random.default_rng(settings["seed"])
-    shuffle_rng = None if shapes["stateful"] else rng
-    train_plan = _make_plan(job, train_x, train_y, shuffle_rng, "training")
-    train_batches = _make_batches(train_x, train_y, train_plan, shapes["timesteps"], shapes["return_sequences"], shuffle_rng, job)
+    checkpoint = TrainingCheckpoint(job)
+    shuffle_seed = None if shapes["stateful"] else settings["seed"]
+    first_rng = None if shuffle_seed is None else _epoch_rng(shuffle_seed, checkpoint.initial_epoch)
+    train_plan = _make_plan(job, train_x, train_y, first_rng, "training")
+    train_batches = _make_batches(
+        train_x, train_y, train_plan, shapes["timesteps"], shapes["return_sequences"], shuffle_seed, job, checkpoint.initial_epoch
+    )
 
     validation_batches, validation_plan = None, None
     if data["validation"] is not None:
@@ -278,15 +289,18 @@ def train_job(job):
         job["name"], ", ".join(spec["type"] for spec in architecture["hidden_layers"]),
         len(train_plan), shapes["batch_size"], shapes["timesteps"], settings["epochs"],
     )
-    history = model.fit(
+    callbacks = _callbacks(job, train_plan, validation_plan, validation_batches is not None)
+    model.fit(
         train_batches,
         validation_data=validation_batches,
         epochs=settings["epochs"],
+        initial_epoch=checkpoint.initial_epoch,
         shuffle=False,
         verbose=0,
-        callbacks=_callbacks(job, train_plan, validation_plan, validation_batches is not None),
+        callbacks=[*callbacks, checkpoint.callback(callbacks)],
     )
-    history = {key: [float(v) for v in values] for key, values in history.history.items()}
+    # Keras's own history lacks the epochs run before an interruption.
+    history = checkpoint.history
     final_loss = history["loss"][-1]
     if not all(math.isfinite(v) for values in history.values() for v in values):
         raise TrainingError(f"{job['name']}: the loss was not finite during training; no model file was written")
@@ -310,6 +324,7 @@ def train_job(job):
     }
     with atomic_output(job["output"]["model_file"]) as temporary:
         write_model_file(model, temporary, metadata)
+    checkpoint.remove()
 
     seconds = time.time() - started
     logger.info("%s: wrote %s (weights sha256 %s) after %d epochs, loss %.4g", job["name"], job["output"]["model_file"], weights_sha256[:12], len(history["loss"]), final_loss)
