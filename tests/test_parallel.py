@@ -107,7 +107,7 @@ def test_bad_data_rejects_only_its_job(tmp_path, series_file):
     assert "'a'" in summary["bad"]
     assert " ok " in summary["good_1"]
     assert " ok " in summary["good_2"]
-    assert "1 of 3 job(s) failed or invalid: bad" in result.output
+    assert "1 of 3 job(s) failed, invalid or cancelled: bad" in result.output
     assert (tmp_path / "good_1.weights.h5").exists()
     assert (tmp_path / "good_2.weights.h5").exists()
     assert not (tmp_path / "bad.weights.h5").exists()
