@@ -1,11 +1,11 @@
 """Training checkpoints: an interrupted train job resumes after its last completed epoch and ends with the same weights.
 
-Keras's ``BackupAndRestore`` callback (Keras 3.15) is not enough for that: it
+Keras's ``BackupAndRestore`` callback (Keras 3.15) is not enough for that. It
 saves the weights with ``save_weights``, which leaves out the seed generator
-states that decide dropout masks, it rewrites its files in place, so a kill
-while saving leaves a damaged checkpoint, and it keeps neither the history of
-the earlier epochs nor the state of ``EarlyStopping``. The checkpoint here
-keeps all of them in one HDF5 file that :func:`rnnjobs.output.atomic_output`
+states that decide dropout masks. It rewrites its files in place, so a kill
+while saving leaves a damaged checkpoint. It keeps neither the history of the
+earlier epochs nor the state of ``EarlyStopping``. The checkpoint here keeps
+all of them in one HDF5 file that :func:`rnnjobs.output.atomic_output`
 replaces after every epoch.
 """
 
@@ -51,7 +51,7 @@ def remove_checkpoint(output):
 class TrainingCheckpoint:
     """The training state of one train job after its last completed epoch.
 
-    The state file holds every variable of the training model (the weights
+    The state file contains every variable of the training model (the weights
     and the seed generator states of dropout), every optimizer variable (such
     as Adam's moments and iteration count), the history of the completed
     epochs, the state of ``EarlyStopping``, and what it was made from: the
@@ -117,10 +117,10 @@ class TrainingCheckpoint:
         origin = self._origin()
         changed = [key for key in origin if state["origin"].get(key) != origin[key]]
         if changed:
-            what = {"spec_sha256": "the job spec", "data": f"the data file {self.job['data']['file']}", "rnnjobs": "the rnnjobs version"}
+            descriptions = {"spec_sha256": "the job spec", "data": f"the data file {self.job['data']['file']}", "rnnjobs": "the rnnjobs version"}
             logger.info(
                 "%s: deleting the checkpoint %s because %s changed since it was written; training from the first epoch",
-                name, self.folder, " and ".join(what[key] for key in changed),
+                name, self.folder, " and ".join(descriptions[key] for key in changed),
             )
             self.remove()
             return None
@@ -203,7 +203,9 @@ class TrainingCheckpoint:
 
 def _plain(value):
     """Return a JSON-ready copy of an EarlyStopping attribute, which may be a NumPy or Python number or None."""
-    return None if value is None else value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _write_arrays(h5file, name, arrays):

@@ -2,8 +2,8 @@
 
 Exit status: 0 when every job succeeded or was skipped as up to date, 1 when
 a job failed while running, 2 for invalid usage, job files or data found
-before any job ran, and 128 plus the signal number (143 for SIGTERM, 130 for
-SIGINT) when a signal stopped the run before every job finished. TensorFlow
+before any job ran. When a signal stopped the run before every job finished,
+it is 128 plus the signal number (143 for SIGTERM, 130 for SIGINT). TensorFlow
 is imported only by commands that build models, so ``--help``, ``validate``
 and ``schema`` answer quickly.
 """
@@ -176,7 +176,9 @@ def _run_and_exit(jobs, n_jobs, timeout, backend, scheduler, scheduler_file, for
     # jobs need a fix before a rerun, so they come next, even when others ran.
     if signals:
         sys.exit(interruption.exit_status(signals[0]))
-    sys.exit(EXIT_INVALID if rejected else EXIT_FAILED if unfinished else EXIT_OK)
+    if rejected:
+        sys.exit(EXIT_INVALID)
+    sys.exit(EXIT_FAILED if unfinished else EXIT_OK)
 
 
 @main.command()

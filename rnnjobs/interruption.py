@@ -1,8 +1,8 @@
 """Interruption by SIGTERM and SIGINT: start no new job, cancel the running ones, write no partial output.
 
-Batch systems stop a job with SIGTERM and kill it with SIGKILL a grace period
-later (SLURM's ``KillWait``, 30 s by default); a terminal sends SIGINT on
-Ctrl-C. While :func:`handling_signals` is active, the first such signal is
+Batch systems stop a job with SIGTERM, and kill it with SIGKILL a grace
+period later (SLURM's ``KillWait``, 30 s by default). A terminal sends SIGINT
+on Ctrl-C. While :func:`handling_signals` is active, the first such signal is
 recorded. Code inside :func:`cancellable` in the main thread then gets
 :class:`JobCancelled` raised at its next Python instruction, so ``with``
 blocks such as :func:`rnnjobs.output.atomic_output` remove their temporary

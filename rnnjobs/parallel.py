@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("loky", "dask")
 
 # Seconds that running jobs get to stop after SIGTERM or SIGINT before their
-# workers are killed; below SLURM's default KillWait of 30 s, so that rnnjobs
-# still reports which jobs finished.
+# workers are killed. It is below SLURM's default KillWait of 30 s, so that
+# rnnjobs still reports which jobs finished before SLURM kills it.
 CANCEL_GRACE_SECONDS = 20
 
 # How often a local pool that waits for its workers checks for a signal.
@@ -180,10 +180,10 @@ def _run_locked(job, threads, force, on_conflict, where):
 class Schedule:
     """The order in which jobs may start: a forecast waits for the train job that writes its model file.
 
-    A pool takes the next job with :meth:`take`; the caller reports each
-    result with :meth:`finish`, which makes the forecasts waiting for that
-    train job ready to start, first in line, or returns their results if they
-    cannot run because the train job failed or was cancelled.
+    A pool takes the next job with :meth:`take`, and the caller reports each
+    result with :meth:`finish`. When a train job finishes, the forecasts that
+    wait for it become ready to start, first in line. When it fails or is
+    cancelled, :meth:`finish` returns their results instead.
     """
 
     def __init__(self, jobs):
@@ -496,8 +496,9 @@ def run_jobs(
 ):
     """Run jobs, each forecast after the train job it depends on, ``n_jobs`` at a time.
 
-    A forecast whose model file a train job of the same run writes starts as
-    soon as that train job has finished, or has been skipped as up to date.
+    When a train job of the same run writes a forecast's model file, the
+    forecast starts as soon as that train job has finished or has been
+    skipped as up to date.
     SIGTERM and SIGINT stop the run as :class:`LocalPool` and
     :mod:`rnnjobs.interruption` describe; every job not finished then is
     reported as ``"cancelled"``, and no output of theirs is written.
