@@ -156,6 +156,8 @@ class TrainingCheckpoint:
         return SaveAndRestore()
 
     def _save(self, model, stoppers, epochs_done):
+        # NOTE: this runs after every epoch. For an LSTM(20) on a local disk it took 6 to 20 ms
+        # (measured once on a 2-core x86-64 VM), and a slow network file system may take longer.
         import keras
 
         os.makedirs(self.folder, exist_ok=True)

@@ -298,8 +298,8 @@ def _kill_lane(lane, job):
     try:
         with OutputLock(output, on_conflict="fail"):
             remove_stale_temporaries(output)
-    except OutputLockedError:
-        logger.info("%s: another run is writing %s, so its temporary files stay", job["name"], output)
+    except OutputLockedError as err:
+        logger.info("%s: left the temporary files beside %s, because the lock was not free: %s", job["name"], output, err)
 
 
 class LocalPool:
