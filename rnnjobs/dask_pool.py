@@ -42,8 +42,9 @@ class DaskPool:
         Address of the Dask scheduler (``tcp://host:8786``), or the JSON file a
         scheduler writes with ``--scheduler-file``; exactly one is needed.
     worker, log_level, timeout
-        As for :class:`LocalPool`. Each job runs with TensorFlow threads equal
-        to its Dask worker's thread count, one job at a time per worker process.
+        As for :class:`rnnjobs.local_pool.LocalPool`. Each job runs with
+        TensorFlow threads equal to its Dask worker's thread count, one job at
+        a time per worker process.
     """
 
     def __init__(self, scheduler, scheduler_file, worker, log_level, timeout=None):

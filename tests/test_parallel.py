@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, forecast_job_dict, train_job_dict, write_job
-from rnnjobs import dask_pool, parallel
+from rnnjobs import dask_pool, local_pool, parallel
 from rnnjobs.cli import main
 from rnnjobs.modelfile import read_model_metadata
 from rnnjobs.spec import load_jobs, normalize_job
@@ -258,8 +258,8 @@ def test_timeout_with_one_job_uses_a_process():
     supervised = parallel.make_pool(1, timeout=5)
     supervised.close()
 
-    assert isinstance(in_process, parallel.InProcessPool)
-    assert isinstance(supervised, parallel.LocalPool)
+    assert isinstance(in_process, local_pool.InProcessPool)
+    assert isinstance(supervised, local_pool.LocalPool)
     assert len(supervised.lanes) == 1
 
 
