@@ -172,13 +172,11 @@ class Schedule:
     def __init__(self, jobs):
         self.jobs = jobs
         producers = _producers(jobs)
-        self.producer = {}
         self.ready = collections.deque()
         self.waiting = collections.defaultdict(list)
         for index, job in enumerate(jobs):
             model_file = os.path.realpath(job["model_file"]) if job["kind"] == "forecast" else None
             if model_file in producers:
-                self.producer[index] = producers[model_file]
                 self.waiting[producers[model_file]].append(index)
             else:
                 self.ready.append(index)
