@@ -1,7 +1,9 @@
 """Command-line interface: a thin click layer over the rnnjobs library.
 
-Exit status: 0 when every job succeeded, 1 when a job failed while running,
-2 for invalid usage, job files or data found before any job ran. TensorFlow
+Exit status: 0 when every job succeeded or was skipped as up to date, 1 when
+a job failed while running, 2 for invalid usage, job files or data found
+before any job ran. When a signal stopped the run before every job finished,
+it is 128 plus the signal number (143 for SIGTERM, 130 for SIGINT). TensorFlow
 is imported only by commands that build models, so ``--help``, ``validate``
 and ``schema`` answer quickly.
 """
@@ -13,7 +15,8 @@ import sys
 
 import click
 
-from rnnjobs import __version__
+from rnnjobs import __version__, interruption, logs
+from rnnjobs.locking import ON_CONFLICT
 from rnnjobs.parallel import BACKENDS
 from rnnjobs.spec import JOB_SCHEMA, JobError, collect_jobs, load_jobs, output_path
 
@@ -45,15 +48,24 @@ def _parallel_options(command):
         click.option(
             "--scheduler-file", type=click.Path(dir_okay=False), help="Scheduler file that 'dask scheduler --scheduler-file' wrote.",
         ),
+        click.option(
+            "--force", is_flag=True,
+            help="Run jobs whose outputs are up to date (written from the same job spec and inputs), "
+            "and train from the first epoch even where a checkpoint exists.",
+        ),
+        click.option(
+            "--on-conflict", type=click.Choice(ON_CONFLICT), default="wait", show_default=True,
+            help="When another rnnjobs run is writing a job's output: wait for it to finish, or fail the job at once.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _configure_logging(verbosity):
+def _configure_logging(verbosity, log_format):
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr, force=True)
+    logs.configure_logging(level, log_format, stream=sys.stderr)
     # TensorFlow's C++ start-up notices are not about the user's jobs.
     import os
 
@@ -64,24 +76,36 @@ def _configure_logging(verbosity):
 @click.version_option(__version__, prog_name="rnnjobs")
 @click.option("-v", "--verbose", count=True, help="Log more (debug details of failures).")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
-def main(verbose, quiet):
+@click.option(
+    "--log-format", type=click.Choice(logs.LOG_FORMATS), default="text", show_default=True, envvar="RNNJOBS_LOG_FORMAT",
+    help="Log lines on stderr as text, or as one JSON object per line for log collectors; "
+    "json also prints the summary as JSON lines. Also set by RNNJOBS_LOG_FORMAT.",
+)
+def main(verbose, quiet, log_format):
     """Train and forecast RNN time-series models from JSON job files."""
-    _configure_logging(-1 if quiet else verbose)
+    _configure_logging(-1 if quiet else verbose, log_format)
+
+
+def _error(message):
+    """Report an error on stderr: an ``error:`` line, or a JSON log line with --log-format json."""
+    if logs.current_format() == "json":
+        logger.error("%s", message)
+    else:
+        click.echo(f"error: {message}", err=True)
 
 
 def _load_or_exit(job_files, kinds=None):
     try:
         jobs = load_jobs(job_files)
     except JobError as err:
-        click.echo(f"error: {err}", err=True)
+        _error(str(err))
         sys.exit(EXIT_INVALID)
     if kinds:
         wrong = [job for job in jobs if job["kind"] not in kinds]
         if wrong:
-            click.echo(
-                f"error: {wrong[0]['source']}: kind: got {wrong[0]['kind']!r}, this command runs "
-                f"{' and '.join(kinds)} jobs; use 'rnnjobs run' for mixed kinds",
-                err=True,
+            _error(
+                f"{wrong[0]['source']}: kind: got {wrong[0]['kind']!r}, this command runs "
+                f"{' and '.join(kinds)} jobs; use 'rnnjobs run' for mixed kinds"
             )
             sys.exit(EXIT_INVALID)
     return jobs
@@ -94,16 +118,23 @@ def _reject_invalid(jobs):
 
     runnable, rejected = reject_invalid(jobs)
     for result in rejected:
-        click.echo(f"error: {result['name']}: {result['error']}", err=True)
+        _error(f"{result['name']}: {result['error']}")
     return runnable, rejected
 
 
 def _print_summary(results):
+    """Print one line per job on stdout: a table, or JSON objects with --log-format json."""
+    if logs.current_format() == "json":
+        for result in results:
+            entry = {"job": result["name"], "kind": result["kind"], "status": result["status"], "seconds": round(result["seconds"], 3)}
+            entry.update({key: result[key] for key in ("output", "error", "signal") if result.get(key) is not None})
+            click.echo(json.dumps(entry))
+        return
     width = max(len(result["name"]) for result in results)
-    click.echo(f"{'job':<{width}}  {'status':<6}  {'seconds':>8}  output")
+    click.echo(f"{'job':<{width}}  {'status':<9}  {'seconds':>8}  output")
     for result in results:
-        detail = result["output"] if result["status"] == "ok" else result["error"]
-        click.echo(f"{result['name']:<{width}}  {result['status']:<6}  {result['seconds']:>8.1f}  {detail}")
+        detail = result["output"] if result["status"] in ("ok", "skipped") else result["error"]
+        click.echo(f"{result['name']:<{width}}  {result['status']:<9}  {result['seconds']:>8.1f}  {detail}")
 
 
 def _check_backend(backend, scheduler, scheduler_file):
@@ -113,32 +144,41 @@ def _check_backend(backend, scheduler, scheduler_file):
         raise click.UsageError("--scheduler and --scheduler-file need --backend dask")
 
 
-def _run_and_exit(jobs, n_jobs, timeout, backend, scheduler, scheduler_file):
+def _run_and_exit(jobs, n_jobs, timeout, backend, scheduler, scheduler_file, force, on_conflict):
     from rnnjobs.parallel import run_jobs
 
     _check_backend(backend, scheduler, scheduler_file)
     runnable, rejected = _reject_invalid(jobs)
     if not runnable:
-        click.echo(f"{len(rejected)} of {len(jobs)} job(s) invalid; nothing was run", err=True)
+        _error(f"{len(rejected)} of {len(jobs)} job(s) invalid; nothing was run")
         sys.exit(EXIT_INVALID)
     jobs = runnable
-    options = {"timeout": timeout, "backend": backend, "scheduler": scheduler, "scheduler_file": scheduler_file}
+    options = {
+        "timeout": timeout, "backend": backend, "scheduler": scheduler, "scheduler_file": scheduler_file,
+        "force": force, "on_conflict": on_conflict,
+    }
     try:
-        if sys.stderr.isatty():
+        if sys.stderr.isatty() and logs.current_format() == "text":
             with click.progressbar(length=len(jobs), label="jobs", file=sys.stderr) as bar:
                 results = run_jobs(jobs, n_jobs, on_result=lambda result: bar.update(1), **options)
         else:
             results = run_jobs(jobs, n_jobs, **options)
     except OSError as err:  # The Dask scheduler or its scheduler file could not be reached.
-        click.echo(f"error: {err}", err=True)
+        _error(str(err))
         sys.exit(EXIT_FAILED)
     results = results + rejected
     _print_summary(results)
-    failed = [result for result in results if result["status"] != "ok"]
-    if failed:
-        click.echo(f"{len(failed)} of {len(results)} job(s) failed or invalid: {', '.join(r['name'] for r in failed)}", err=True)
-    # Invalid jobs need a fix before a rerun, so they decide the status even when others ran.
-    sys.exit(EXIT_INVALID if rejected else EXIT_FAILED if failed else EXIT_OK)
+    unfinished = [result for result in results if result["status"] not in ("ok", "skipped")]
+    if unfinished:
+        _error(f"{len(unfinished)} of {len(results)} job(s) failed, invalid or cancelled: {', '.join(r['name'] for r in unfinished)}")
+    signals = [result["signal"] for result in results if result["status"] == "cancelled"]
+    # A signal decides the status, as it would for a process it killed. Invalid
+    # jobs need a fix before a rerun, so they come next, even when others ran.
+    if signals:
+        sys.exit(interruption.exit_status(signals[0]))
+    if rejected:
+        sys.exit(EXIT_INVALID)
+    sys.exit(EXIT_FAILED if unfinished else EXIT_OK)
 
 
 @main.command()

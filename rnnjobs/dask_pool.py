@@ -4,6 +4,7 @@ import logging
 import os
 import time
 
+from rnnjobs import interruption
 from rnnjobs.parallel import failure_result, log_start
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,9 @@ class DaskPool:
         Address of the Dask scheduler (``tcp://host:8786``), or the JSON file a
         scheduler writes with ``--scheduler-file``; exactly one is needed.
     worker, log_level, timeout
-        As for :class:`LocalPool`. Each job runs with TensorFlow threads equal
-        to its Dask worker's thread count, one job at a time per worker process.
+        As for :class:`rnnjobs.local_pool.LocalPool`. Each job runs with
+        TensorFlow threads equal to its Dask worker's thread count, one job at
+        a time per worker process.
     """
 
     def __init__(self, scheduler, scheduler_file, worker, log_level, timeout=None):
@@ -67,31 +69,50 @@ class DaskPool:
                 "so start workers with --nthreads 1 and more --nworkers instead", ", ".join(crowded)
             )
 
-    def run(self, jobs):
-        """Run ``jobs`` and yield ``(index, result)`` in the order they finish.
+    def run(self, jobs, schedule):
+        """Run the jobs as ``schedule`` allows and yield ``(index, result)`` in the order they finish.
+
+        The jobs ready at the start run as one joblib call, and the forecasts
+        that their train jobs release run as the next call.
 
         NOTE: joblib's dask backend stops the whole call when a job's time
         limit passes or Dask gives up on a task whose worker died (after
         ``distributed.scheduler.allowed-failures`` retries). The jobs not
         finished by then are reported as failed with that error.
+
+        NOTE: after SIGTERM or SIGINT no further job starts, but the jobs
+        already on the cluster are not interrupted. The run stops waiting
+        when the next one finishes, and any still running may then write
+        their outputs, each in one atomic step.
         """
+        while interruption.received() is None:
+            batch = []
+            while (index := schedule.take()) is not None:
+                batch.append(index)
+            if not batch:
+                return
+            yield from self._run_batch(jobs, batch)
+
+    def _run_batch(self, jobs, batch):
         from joblib import Parallel, delayed, parallel_config
 
-        for job in jobs:
-            log_start(job, "on the Dask cluster")
+        for index in batch:
+            log_start(jobs[index], "on the Dask cluster")
         finished = set()
-        calls = (delayed(_run_indexed)(self.worker, index, job, None, self.log_level) for index, job in enumerate(jobs))
+        calls = (delayed(_run_indexed)(self.worker, index, jobs[index], None, self.log_level) for index in batch)
         try:
             with parallel_config(backend="dask", client=self.client):
                 parallel = Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered", timeout=self.timeout)
                 for index, result in parallel(calls):
                     finished.add(index)
                     yield index, result
+                    if interruption.received() is not None:
+                        return
         except Exception as err:  # A timeout or a lost worker. The jobs finished so far keep their results.
             error = f"the Dask run stopped before this job finished: {type(err).__name__}: {err}"
-            for index, job in enumerate(jobs):
+            for index in batch:
                 if index not in finished:
-                    yield index, failure_result(job, error, 0.0)
+                    yield index, failure_result(jobs[index], error, 0.0)
 
     def close(self):
         """Close the connection to the scheduler; the cluster keeps running."""

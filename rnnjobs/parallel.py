@@ -5,25 +5,20 @@ plain data (a job dict), so that it runs unchanged in a worker process, on a
 Dask worker, or in this process with ``n_jobs=1``. Workers import TensorFlow
 themselves; the parent process never builds a model.
 
-Local workers are loky processes, the process backend of joblib. loky starts
-each worker as a fresh interpreter rather than a fork, so a parent that has
-already started TensorFlow's thread pools cannot hand a worker a broken copy
-of them. Each worker is a single-process loky executor that :class:`LocalPool`
-supervises. When a worker dies or a job passes its time limit, only that
-worker is stopped and replaced, and the jobs in the other workers go on. A
-shared executor, as ``joblib.Parallel`` uses, would fail every running job
-when one worker dies, without saying which job killed it. Runs on a Dask
-cluster go through :mod:`rnnjobs.dask_pool`.
+The pools that run the jobs are in :mod:`rnnjobs.local_pool` (this process,
+or loky worker processes) and :mod:`rnnjobs.dask_pool` (a Dask cluster).
 """
 
 import collections
-import concurrent.futures
+import functools
 import logging
 import os
 import socket
 import threading
 import time
 import traceback
+
+from rnnjobs import interruption, logs
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +41,10 @@ def default_threads(n_workers):
     return max(1, available_cores() // max(1, n_workers))
 
 
-def _configure_worker_logging(level):
-    # A fresh worker process has no log handlers, so give it the parent's level on stderr.
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
+def _configure_worker_logging(level, log_format):
+    # A fresh worker process has no log handlers, so give it the parent's level and format on stderr.
+    if not logging.getLogger().handlers:
+        logs.configure_logging(level, log_format)
 
 
 def _dask_worker_threads():
@@ -69,8 +63,23 @@ def failure_result(job, error, seconds):
     return {"name": job["name"], "kind": job["kind"], "status": "failed", "error": error, "output": None, "seconds": seconds}
 
 
-def run_job(job, threads=None, log_level=logging.INFO):
-    """Run one normalized job and return its result dict, with any error caught and reported in it.
+def cancelled_result(job, message, seconds, signum):
+    """Return the result dict of a job that signal ``signum`` stopped or kept from starting."""
+    return {
+        "name": job["name"], "kind": job["kind"], "status": "cancelled", "error": message, "output": None,
+        "seconds": seconds, "signal": interruption.signal_name(signum),
+    }
+
+
+def run_job(job, threads=None, log_level=logging.INFO, *, force=False, on_conflict="wait", log_format="text"):
+    """Run one normalized job unless its output is up to date, and return its result dict.
+
+    The job holds the lock of its output file while it runs (see
+    :class:`rnnjobs.locking.OutputLock`), and first deletes the temporary
+    files that a killed run left beside that output. It is skipped if the
+    output was written from the same job spec and inputs (see
+    :func:`rnnjobs.resume.is_up_to_date`). Any error is caught and reported
+    in the result, so that the other jobs go on.
 
     Parameters
     ----------
@@ -81,211 +90,152 @@ def run_job(job, threads=None, log_level=logging.INFO):
         own thread count and any other process all its cores.
     log_level : int, default=logging.INFO
         Log level of a worker process that has no logging set up yet.
+    force : bool, default=False
+        Run the job even if its output is up to date. A train job then also
+        deletes its checkpoint and trains from the first epoch.
+    on_conflict : {"wait", "fail"}, default="wait"
+        What to do when another process holds the output's lock: wait for it,
+        or fail the job at once.
+    log_format : {"text", "json"}, default="text"
+        Log format of a worker process that has no logging set up yet.
 
     Returns
     -------
     dict
-        ``name``, ``kind``, ``status`` (``"ok"`` or ``"failed"``), ``output``,
-        ``seconds``, ``error`` when the job failed, and ``host``, ``pid``,
-        ``threads`` and ``warnings`` about where and how it ran.
+        ``name``, ``kind``, ``status`` (``"ok"``, ``"skipped"``, ``"failed"``
+        or ``"cancelled"``), ``output``, ``seconds``, ``error`` when the job
+        failed or was cancelled, ``signal`` when it was cancelled, and
+        ``host``, ``pid``, ``threads`` and ``warnings`` about where and how it ran.
     """
-    from rnnjobs import runtime
-
-    _configure_worker_logging(log_level)
+    _configure_worker_logging(log_level, log_format)
     if threads is None:
         threads = _dask_worker_threads() or default_threads(1)
 
-    with _JOB_LOCK:
+    with _JOB_LOCK, logs.job_context(job["name"]):
         started = time.time()
         where = {"host": socket.gethostname(), "pid": os.getpid()}
         try:
-            where["threads"] = runtime.configure_threads(threads)
-            where["warnings"] = runtime.repeatability_warnings()
-            for message in where["warnings"]:
-                logger.warning("%s: %s", job["name"], message)
-            if job["kind"] == "train":
-                from rnnjobs.training import train_job
-
-                result = train_job(job)
-            else:
-                from rnnjobs.forecasting import forecast_job
-
-                result = forecast_job(job)
+            with interruption.cancellable():
+                result = _run_locked(job, threads, force, on_conflict, where)
+        except interruption.JobCancelled as err:
+            seconds = time.time() - started
+            return {**cancelled_result(job, f"{err} after {seconds:.1f} s; no output was written", seconds, err.signum), **where}
         except Exception as err:  # A failed job is reported, and the other jobs go on.
             logger.debug("%s: %s", job["name"], traceback.format_exc())
             return {**failure_result(job, err, time.time() - started), **where}
-    return {**result, "status": "ok", **where}
+    return {**result, **where}
 
 
-class InProcessPool:
-    """Run jobs one after another in this process: the ``n_jobs=1`` path, easy to debug."""
-
-    def __init__(self, worker, threads, log_level):
-        self.worker, self.threads, self.log_level = worker, threads, log_level
-
-    def run(self, jobs):
-        """Run ``jobs`` and yield ``(index, result)`` as each finishes."""
-        for index, job in enumerate(jobs):
-            log_start(job, "in this process")
-            yield index, self.worker(job, self.threads, self.log_level)
-
-    def close(self):
-        """Release nothing: this pool has no processes."""
-
-
-class _Lane:
-    """One worker process, a single-worker loky executor, running one job at a time."""
-
-    def __init__(self, env):
-        self.env = env
-        self.executor = None
-        self.future = None
-        self.index = None
-        self.started = None
-
-    def submit(self, index, function, *args):
-        from joblib.externals.loky import ProcessPoolExecutor
-
-        if self.executor is None:
-            self.executor = ProcessPoolExecutor(max_workers=1, env=self.env)
-        self.index, self.started = index, time.monotonic()
-        self.future = self.executor.submit(function, *args)
-
-    def release(self):
-        self.future, self.index, self.started = None, None, None
-
-    def stop(self):
-        """Kill the worker process (SIGKILL) and forget the executor; the next job starts a new one."""
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, kill_workers=True)
-        self.executor = None
-
-
-def _kill_lane(lane, job):
+def _run_locked(job, threads, force, on_conflict, where):
+    """Run ``job`` while holding its output's lock; fill ``where`` with the threads and warnings it ran with."""
+    from rnnjobs import runtime
+    from rnnjobs.checkpoints import remove_checkpoint
+    from rnnjobs.locking import OutputLock
     from rnnjobs.output import remove_stale_temporaries
+    from rnnjobs.resume import is_up_to_date
     from rnnjobs.spec import output_path
 
-    lane.stop()
-    # The killed job may have left its output's temporary file behind. Its final file is untouched.
-    remove_stale_temporaries(output_path(job))
+    started = time.time()
+    output = output_path(job)
+    with OutputLock(output, on_conflict):
+        # Only the holder of the lock may write beside the output, so what is left there is stale.
+        remove_stale_temporaries(output)
+        if not force and is_up_to_date(job):
+            return {"name": job["name"], "kind": job["kind"], "status": "skipped", "output": output, "seconds": time.time() - started}
+        if force and job["kind"] == "train":
+            remove_checkpoint(output)
+
+        where["threads"] = runtime.configure_threads(threads)
+        where["warnings"] = runtime.repeatability_warnings()
+        for message in where["warnings"]:
+            logger.warning("%s: %s", job["name"], message)
+        if job["kind"] == "train":
+            from rnnjobs.training import train_job
+
+            result = train_job(job)
+        else:
+            from rnnjobs.forecasting import forecast_job
+
+            result = forecast_job(job)
+    return {**result, "status": "ok"}
 
 
-class LocalPool:
-    """Run jobs in ``n_workers`` loky worker processes, stopping and replacing only a worker that fails.
+class Schedule:
+    """The order in which jobs may start: a forecast waits for the train job that writes its model file.
 
-    Parameters
-    ----------
-    n_workers : int
-        Worker processes; each runs one job at a time and is reused for the next.
-    worker : callable
-        Module-level function ``worker(job, threads, log_level)`` returning a result dict.
-    threads : int
-        TensorFlow threads in each worker.
-    log_level : int
-        Log level of the workers.
-    timeout : float or None
-        Seconds a job may run, counted from its dispatch to a worker and so
-        including the start-up of a new worker process. A job still running
-        then is reported as failed and its worker is killed.
+    A pool takes the next job with :meth:`take`, and the caller reports each
+    result with :meth:`finish`. When a train job finishes, the forecasts that
+    wait for it become ready to start, first in line. When it fails or is
+    cancelled, :meth:`finish` returns their results instead.
     """
 
-    def __init__(self, n_workers, worker, threads, log_level, timeout=None):
-        self.worker, self.threads, self.log_level, self.timeout = worker, threads, log_level, timeout
-        # The loky workers inherit these before NumPy loads, as joblib's own backend sets them.
-        env = {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-        self.lanes = [_Lane(env) for _ in range(n_workers)]
+    def __init__(self, jobs):
+        self.jobs = jobs
+        producers = _producers(jobs)
+        self.ready = collections.deque()
+        self.waiting = collections.defaultdict(list)
+        for index, job in enumerate(jobs):
+            model_file = os.path.realpath(job["model_file"]) if job["kind"] == "forecast" else None
+            if model_file in producers:
+                self.waiting[producers[model_file]].append(index)
+            else:
+                self.ready.append(index)
 
-    def run(self, jobs):
-        """Run ``jobs`` and yield ``(index, result)`` in the order they finish."""
-        pending = collections.deque(range(len(jobs)))
-        lanes = self.lanes[: len(jobs)]
-        while pending or any(lane.future for lane in lanes):
-            for lane in lanes:
-                if lane.future is None and pending:
-                    index = pending.popleft()
-                    log_start(jobs[index], "in a worker process")
-                    lane.submit(index, self.worker, jobs[index], self.threads, self.log_level)
+    def take(self):
+        """Return the index of the next job that may start, or None if none may start now."""
+        return self.ready.popleft() if self.ready else None
 
-            busy = [lane for lane in lanes if lane.future is not None]
-            concurrent.futures.wait(
-                [lane.future for lane in busy], timeout=self._seconds_to_deadline(busy), return_when=concurrent.futures.FIRST_COMPLETED
-            )
-
-            for lane in busy:
-                job = jobs[lane.index]
-                if lane.future.done():
-                    yield lane.index, self._collect(lane, job)
-                elif self.timeout is not None and time.monotonic() - lane.started > self.timeout:
-                    index = lane.index
-                    _kill_lane(lane, job)
-                    lane.release()
-                    message = f"TimeoutError: still running after the time limit of {self.timeout:g} s, so its worker process was killed"
-                    yield index, failure_result(job, message, self.timeout)
-
-    def _seconds_to_deadline(self, busy):
-        if self.timeout is None:
-            return None
-        now = time.monotonic()
-        return max(0.0, min(lane.started + self.timeout - now for lane in busy))
-
-    def _collect(self, lane, job):
-        from joblib.externals.loky.process_executor import TerminatedWorkerError
-
-        seconds = time.monotonic() - lane.started
-        try:
-            result = lane.future.result()
-        except TerminatedWorkerError as err:
-            _kill_lane(lane, job)
-            # loky's message ends with the exit codes, such as {EXIT(3)} or {SIGKILL(-9)}.
-            codes = str(err).rsplit("The exit codes of the workers are", 1)[-1].strip()
-            result = failure_result(
-                job,
-                f"WorkerCrashedError: the worker process running this job stopped with exit code {codes}. A crash in "
-                "native code or the out-of-memory killer are the usual causes. To see how far the job got, run it "
-                "alone in the rnnjobs process: rnnjobs -v train JOB -j 1",
-                seconds,
-            )
-        except Exception as err:  # The job could not be sent to or read back from the worker.
-            _kill_lane(lane, job)
-            result = failure_result(job, err, seconds)
-        lane.release()
-        return result
-
-    def close(self):
-        """Stop every worker process."""
-        for lane in self.lanes:
-            lane.stop()
+    def finish(self, index, result):
+        """Record the result of job ``index``; return ``(index, result)`` of the jobs that now cannot run."""
+        dependents = self.waiting.pop(index, [])
+        if result["status"] in ("ok", "skipped"):
+            self.ready.extendleft(reversed(dependents))
+            return []
+        name = self.jobs[index]["name"]
+        if result["status"] == "cancelled":
+            return [
+                (other, cancelled_result(self.jobs[other], f"not started: its model file comes from job {name!r}, which was cancelled", 0.0, result["signal"]))
+                for other in dependents
+            ]
+        return [(other, failure_result(self.jobs[other], f"not run: its model file comes from job {name!r}, which failed", 0.0)) for other in dependents]
 
 
 def log_start(job, where):
     """Log the line that marks a job's start."""
-    logger.info("%s: started %s job %s", job["name"], job["kind"], where)
+    logger.info("%s: started %s job %s", job["name"], job["kind"], where, extra={"job": job["name"]})
 
 
 def log_end(result):
     """Log the line that marks a job's end, with its time and result."""
+    name, seconds = result["name"], result["seconds"]
+    extra = {"job": name}
     if result["status"] == "ok":
-        logger.info("%s: finished in %.1f s: %s", result["name"], result["seconds"], result["output"])
+        logger.info("%s: finished in %.1f s: %s", name, seconds, result["output"], extra=extra)
+    elif result["status"] == "skipped":
+        logger.info("%s: skipped, because %s is up to date (same job spec and inputs); --force runs it again", name, result["output"], extra=extra)
+    elif result["status"] == "cancelled":
+        logger.warning("%s: cancelled: %s", name, result["error"], extra=extra)
     else:
-        logger.error("%s: failed after %.1f s: %s", result["name"], result["seconds"], result["error"])
+        logger.error("%s: failed after %.1f s: %s", name, seconds, result["error"], extra=extra)
+
+
+def _log_interruption(signum, results):
+    done = [result["name"] for result in results if result["status"] in ("ok", "skipped")]
+    failed = [result["name"] for result in results if result["status"] == "failed"]
+    cancelled = [result["name"] for result in results if result["status"] == "cancelled"]
+    logger.warning(
+        "stopped by %s: %d job(s) finished or up to date (%s), %d failed (%s), %d cancelled (%s); "
+        "run the same command again to do the cancelled jobs",
+        interruption.signal_name(signum), len(done), ", ".join(done) or "none", len(failed), ", ".join(failed) or "none",
+        len(cancelled), ", ".join(cancelled) or "none",
+    )
 
 
 def _producers(jobs):
+    """Map the real path of each model file that a train job writes to the index of that job."""
     from rnnjobs.spec import output_path
 
-    return {os.path.realpath(output_path(job)): job for job in jobs if job["kind"] == "train"}
-
-
-def dependency_stages(jobs):
-    """Split jobs into stages so that a forecast runs after the train job that writes its model file."""
-    produced = _producers(jobs)
-    first, second = [], []
-    for job in jobs:
-        if job["kind"] == "forecast" and os.path.realpath(job["model_file"]) in produced:
-            second.append(job)
-        else:
-            first.append(job)
-    return [stage for stage in (first, second) if stage]
+    return {os.path.realpath(output_path(job)): index for index, job in enumerate(jobs) if job["kind"] == "train"}
 
 
 def worker_count(n_jobs):
@@ -308,6 +258,8 @@ def make_pool(n_jobs=1, *, timeout=None, backend="loky", scheduler=None, schedul
         return DaskPool(scheduler, scheduler_file, worker, level, timeout)
     if backend != "loky":
         raise ValueError(f"backend: got {backend!r}, expected one of {', '.join(map(repr, BACKENDS))}")
+
+    from rnnjobs.local_pool import InProcessPool, LocalPool
     if n_jobs == 1 and timeout is None:
         return InProcessPool(worker, default_threads(1), level)
     if n_jobs == 1:
@@ -316,8 +268,18 @@ def make_pool(n_jobs=1, *, timeout=None, backend="loky", scheduler=None, schedul
     return LocalPool(n_workers, worker, default_threads(n_workers), level, timeout)
 
 
-def run_jobs(jobs, n_jobs=1, *, timeout=None, backend="loky", scheduler=None, scheduler_file=None, worker=run_job, on_result=None):
-    """Run jobs, forecasts after the train jobs they depend on, ``n_jobs`` at a time.
+def run_jobs(
+    jobs, n_jobs=1, *, timeout=None, backend="loky", scheduler=None, scheduler_file=None, worker=None, on_result=None,
+    force=False, on_conflict="wait",
+):
+    """Run jobs, each forecast after the train job it depends on, ``n_jobs`` at a time.
+
+    When a train job of the same run writes a forecast's model file, the
+    forecast starts as soon as that train job has finished or has been
+    skipped as up to date.
+    SIGTERM and SIGINT stop the run as :class:`rnnjobs.local_pool.LocalPool`
+    and :mod:`rnnjobs.interruption` describe; every job not finished then is
+    reported as ``"cancelled"``, and no output of theirs is written.
 
     Parameters
     ----------
@@ -333,11 +295,16 @@ def run_jobs(jobs, n_jobs=1, *, timeout=None, backend="loky", scheduler=None, sc
         ``scheduler_file`` (``n_jobs`` is then unused: every Dask worker runs jobs).
     scheduler, scheduler_file : str or None, default=None
         Address or scheduler file of the Dask cluster.
-    worker : callable, default=run_job
+    worker : callable or None, default=None
         Module-level function ``worker(job, threads, log_level)`` that runs one
-        job in a worker and returns its result dict.
+        job in a worker and returns its result dict; None means
+        :func:`run_job` with ``force`` and ``on_conflict``.
     on_result : callable or None, default=None
         Called with each result as it arrives, for example to move a progress bar.
+    force : bool, default=False
+        Run jobs whose outputs are up to date; see :func:`run_job`.
+    on_conflict : {"wait", "fail"}, default="wait"
+        What a job does when another process writes its output; see :func:`run_job`.
 
     Returns
     -------
@@ -347,32 +314,31 @@ def run_jobs(jobs, n_jobs=1, *, timeout=None, backend="loky", scheduler=None, sc
         ``"failed"`` and an ``error`` saying so, as does a forecast whose model
         came from a train job that failed.
     """
+    if worker is None:
+        worker = functools.partial(run_job, force=force, on_conflict=on_conflict, log_format=logs.current_format())
     results = {}
-    failed_outputs = set()
-    producers = _producers(jobs)
+    schedule = Schedule(jobs)
 
-    def record(job, result):
-        results[id(job)] = result
+    def record(index, result):
+        results[index] = result
         log_end(result)
-        if result["status"] != "ok" and job["kind"] == "train":
-            failed_outputs.add(os.path.realpath(job["output"]["model_file"]))
         if on_result is not None:
             on_result(result)
+        for other, other_result in schedule.finish(index, result):
+            record(other, other_result)
 
-    pool = make_pool(n_jobs, timeout=timeout, backend=backend, scheduler=scheduler, scheduler_file=scheduler_file, worker=worker)
-    try:
-        for stage in dependency_stages(jobs):
-            runnable = []
-            for job in stage:
-                model_file = os.path.realpath(job["model_file"]) if job["kind"] == "forecast" else None
-                if model_file in failed_outputs:
-                    producer = producers[model_file]["name"]
-                    record(job, failure_result(job, f"not run: its model file comes from job {producer!r}, which failed", 0.0))
-                else:
-                    runnable.append(job)
+    with interruption.handling_signals():
+        pool = make_pool(n_jobs, timeout=timeout, backend=backend, scheduler=scheduler, scheduler_file=scheduler_file, worker=worker)
+        try:
+            for index, result in pool.run(jobs, schedule):
+                record(index, result)
+        finally:
+            pool.close()
+        signum = interruption.received()
 
-            for index, result in pool.run(runnable):
-                record(runnable[index], result)
-    finally:
-        pool.close()
-    return [results[id(job)] for job in jobs]
+    if signum is not None:
+        for index, job in enumerate(jobs):
+            if index not in results:
+                record(index, cancelled_result(job, f"not started: the run was stopped by {interruption.signal_name(signum)}", 0.0, signum))
+        _log_interruption(signum, [results[index] for index in range(len(jobs))])
+    return [results[index] for index in range(len(jobs))]

@@ -275,7 +275,7 @@ class BatchStream:
             y = np.concatenate([y, np.full((missing,) + y.shape[1:], np.nan, y.dtype)])
         yield self._chunk(x, y, np.zeros(n_batches, bool))
 
-    def dataset(self, n_features, target_shape):
+    def dataset(self, n_features, target_shape, first_epoch=0):
         """Return a tf.data dataset of ``(x, y, reset)`` batches; each iteration over it is a new epoch.
 
         Parameters
@@ -283,8 +283,13 @@ class BatchStream:
         n_features : int
         target_shape : tuple of int
             Shape of one window's targets: ``(timesteps, n_targets)`` or ``(n_targets,)``.
+        first_epoch : int, default=0
+            Epoch of the first iteration, such as the epoch a resumed training starts at;
+            the shuffle order of an epoch depends on its number.
         """
         import tensorflow as tf
+
+        self._epoch = first_epoch
 
         def next_epoch():
             epoch = self._epoch

@@ -12,16 +12,30 @@ import os
 
 import h5py
 
+from rnnjobs.data import LOCKING_HINT, DataError
 from rnnjobs.runtime import file_record
 from rnnjobs.spec import output_path
 
 logger = logging.getLogger(__name__)
 
 
+def _open_output(path):
+    """Open an existing output read-only; a lock held by a writer in another process raises :class:`DataError`."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        if isinstance(err, BlockingIOError) or "lock" in str(err).lower():
+            raise DataError(
+                f"{path}: cannot check whether this output is up to date, because another process has it open for "
+                f"writing ({err}); close it there and run again, or, {LOCKING_HINT}"
+            ) from err
+        raise
+
+
 def _recorded(path):
     """Return ``(spec_sha256, provenance)`` stored in an output file, or None if there is none."""
     try:
-        with h5py.File(path, "r") as h5file:
+        with _open_output(path) as h5file:
             attrs = h5file["rnnjobs"].attrs if "rnnjobs" in h5file else h5file.attrs
             spec = attrs.get("spec_sha256")
             provenance = attrs.get("provenance")
@@ -31,12 +45,25 @@ def _recorded(path):
             if "rnnjobs" in h5file:
                 spec = json.loads(spec)
             return spec, json.loads(provenance)
+    except DataError:
+        raise
     except (OSError, KeyError, ValueError, TypeError):
         return None
 
 
 def is_up_to_date(job):
-    """Return True if the job's output exists and was made from the same spec and inputs."""
+    """Return True if the job's output exists and was made from the same spec and inputs.
+
+    The job file's own hash is not compared: a job file edited in whitespace,
+    key order or job name only gives the same spec, and its output stays up
+    to date. Inputs count as changed when their size or modification time differs.
+
+    Raises
+    ------
+    DataError
+        If another process has the output open for writing, so that HDF5's
+        file lock keeps it from being read.
+    """
     path = output_path(job)
     if not os.path.exists(path):
         return False

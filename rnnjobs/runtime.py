@@ -84,13 +84,17 @@ def library_versions():
 
 
 def file_record(path):
-    """Return the path, size and modification time of a file, by which later changes are detected."""
+    """Return the path, size and modification time of a file, by which later changes are detected.
+
+    The time keeps microseconds, so that a file rewritten within the same
+    second with the same size still counts as changed.
+    """
     try:
         stat = os.stat(path)
     except OSError:
         return {"path": path}
     modified = datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc)
-    return {"path": path, "bytes": stat.st_size, "modified": modified.isoformat(timespec="seconds")}
+    return {"path": path, "bytes": stat.st_size, "modified": modified.isoformat(timespec="microseconds")}
 
 
 def provenance(job, started):

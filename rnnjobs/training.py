@@ -223,6 +223,7 @@ def train_job(job, max_location_steps=BLOCK_LOCATION_STEPS):
     import keras
 
     from rnnjobs import models
+    from rnnjobs.checkpoints import TrainingCheckpoint
     from rnnjobs.modelfile import write_model_file
     from rnnjobs.output import atomic_output
     from rnnjobs.runtime import provenance, set_seed
@@ -265,26 +266,30 @@ def train_job(job, max_location_steps=BLOCK_LOCATION_STEPS):
             job["name"], ", ".join(spec["type"] for spec in architecture["hidden_layers"]),
             train_batches.n_batches, shapes["batch_size"], shapes["timesteps"], settings["epochs"],
         )
-        fit_started = time.time()
+        checkpoint = TrainingCheckpoint(job)
+        epochs_before = len(checkpoint.history.get("loss", []))
         callbacks = _callbacks(job, validation_batches is not None)
-        history = model.fit(
-            train_batches.dataset(n_features, target_shape),
+        fit_started = time.time()
+        model.fit(
+            train_batches.dataset(n_features, target_shape, first_epoch=checkpoint.initial_epoch),
             validation_data=validation_batches.dataset(n_features, target_shape) if validation_batches else None,
             epochs=settings["epochs"],
+            initial_epoch=checkpoint.initial_epoch,
             shuffle=False,
             verbose=0,
-            callbacks=callbacks,
+            callbacks=[*callbacks, checkpoint.callback(callbacks)],
         )
         fit_seconds = time.time() - fit_started
 
-    history = {key: [float(v) for v in values] for key, values in history.history.items()}
+    # Keras's own history lacks the epochs run before an interruption.
+    history = checkpoint.history
     # Early stopping restores the weights of the best epoch, which need not be the last one.
     stopping = next((c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
     kept_epoch = stopping.best_epoch + 1 if stopping is not None and stopping.best_weights is not None else len(history["loss"])
     final_loss = history["loss"][kept_epoch - 1]
     if not all(math.isfinite(v) for values in history.values() for v in values):
         raise TrainingError(f"{job['name']}: the loss was not finite during training; no model file was written")
-    windows = train_batches.n_windows * len(history["loss"])
+    windows = train_batches.n_windows * (len(history["loss"]) - epochs_before)
     logger.info("%s: trained on %d windows in %.1f s (%.0f windows/s)", job["name"], windows, fit_seconds, windows / max(fit_seconds, 1e-9))
 
     weights_sha256 = models.weights_hash(model)
@@ -307,6 +312,7 @@ def train_job(job, max_location_steps=BLOCK_LOCATION_STEPS):
     }
     with atomic_output(job["output"]["model_file"]) as temporary:
         write_model_file(model, temporary, metadata)
+    checkpoint.remove()
 
     seconds = time.time() - started
     logger.info(

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -71,6 +73,14 @@ def write_job(path, job):
     with open(path, "w", encoding="utf-8") as stream:
         json.dump(job, stream, indent=2)
     return str(path)
+
+
+def hold_open(path, mode):
+    """Start a process that keeps ``path`` open in h5py ``mode`` until killed."""
+    code = f"import h5py, time; f = h5py.File({str(path)!r}, {mode!r}); print('open', flush=True); time.sleep(120)"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "open"
+    return process
 
 
 @pytest.fixture

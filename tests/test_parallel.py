@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, forecast_job_dict, train_job_dict, write_job
-from rnnjobs import dask_pool, parallel
+from rnnjobs import dask_pool, local_pool, parallel
 from rnnjobs.cli import main
 from rnnjobs.modelfile import read_model_metadata
 from rnnjobs.spec import load_jobs, normalize_job
@@ -107,7 +107,7 @@ def test_bad_data_rejects_only_its_job(tmp_path, series_file):
     assert "'a'" in summary["bad"]
     assert " ok " in summary["good_1"]
     assert " ok " in summary["good_2"]
-    assert "1 of 3 job(s) failed or invalid: bad" in result.output
+    assert "1 of 3 job(s) failed, invalid or cancelled: bad" in result.output
     assert (tmp_path / "good_1.weights.h5").exists()
     assert (tmp_path / "good_2.weights.h5").exists()
     assert not (tmp_path / "bad.weights.h5").exists()
@@ -258,8 +258,8 @@ def test_timeout_with_one_job_uses_a_process():
     supervised = parallel.make_pool(1, timeout=5)
     supervised.close()
 
-    assert isinstance(in_process, parallel.InProcessPool)
-    assert isinstance(supervised, parallel.LocalPool)
+    assert isinstance(in_process, local_pool.InProcessPool)
+    assert isinstance(supervised, local_pool.LocalPool)
     assert len(supervised.lanes) == 1
 
 

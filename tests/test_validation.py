@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, forecast_job_dict, train_job_dict, write_job, write_series_file
+from conftest import REPO, forecast_job_dict, hold_open, train_job_dict, write_job, write_series_file
 from rnnjobs.cli import main
 from rnnjobs.modelfile import read_model_metadata
 from rnnjobs.spec import normalize_job
@@ -638,14 +638,6 @@ def test_stateful_drop_recorded_in_model_file(tmp_path):
 
 
 # HDF5 file locking and read-only inputs.
-
-
-def hold_open(path, mode):
-    """Start a process that keeps ``path`` open in h5py ``mode`` until killed."""
-    code = f"import h5py, time; f = h5py.File({str(path)!r}, {mode!r}); print('open', flush=True); time.sleep(120)"
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().strip() == "open"
-    return process
 
 
 @pytest.fixture
