@@ -137,7 +137,11 @@ def _print_summary(results):
         click.echo(f"{result['name']:<{width}}  {result['status']:<9}  {result['seconds']:>8.1f}  {detail}")
 
 
-def _check_backend(backend, scheduler, scheduler_file):
+def _check_backend(backend, scheduler, scheduler_file, timeout=None):
+    from rnnjobs.parallel import DASK_TIMEOUT_MESSAGE
+
+    if backend == "dask" and timeout is not None:
+        raise click.UsageError(f"--timeout with --backend dask: {DASK_TIMEOUT_MESSAGE}")
     if backend == "dask" and (scheduler is None) == (scheduler_file is None):
         raise click.UsageError("--backend dask needs either --scheduler or --scheduler-file")
     if backend != "dask" and (scheduler or scheduler_file):
@@ -147,7 +151,7 @@ def _check_backend(backend, scheduler, scheduler_file):
 def _run_and_exit(jobs, n_jobs, timeout, backend, scheduler, scheduler_file, force, on_conflict):
     from rnnjobs.parallel import run_jobs
 
-    _check_backend(backend, scheduler, scheduler_file)
+    _check_backend(backend, scheduler, scheduler_file, timeout)
     runnable, rejected = _reject_invalid(jobs)
     if not runnable:
         _error(f"{len(rejected)} of {len(jobs)} job(s) invalid; nothing was run")
@@ -290,13 +294,17 @@ def _comparison_options(command):
 
 @contextlib.contextmanager
 def _exit_invalid_on_data_error(*extra_errors):
-    """Print a :class:`DataError` (or one of ``extra_errors``) raised in the block and exit with status 2."""
+    """Print a :class:`DataError`, an ``OSError`` or one of ``extra_errors`` raised in the block and exit with status 2."""
     from rnnjobs.data import DataError
 
     try:
         yield
     except (DataError, *extra_errors) as err:
         click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_INVALID)
+    except OSError as err:
+        # Such as an output in a read-only folder.
+        click.echo(f"error: {err.filename}: {err.strerror or err}; check the path and its permissions", err=True)
         sys.exit(EXIT_INVALID)
 
 
@@ -327,7 +335,8 @@ def evaluate(forecast_file, observed_file, locations, held_out, breakdowns, outp
         evaluation = score(compare_with_observations(forecast_file, observed_file, locations=locations, **options))
     click.echo(format_evaluation(evaluation, by=[name.replace("-", "_") for name in breakdowns]), nl=False)
     if output:
-        write_evaluation(evaluation, output)
+        with _exit_invalid_on_data_error():
+            write_evaluation(evaluation, output)
 
 
 @main.command()

@@ -41,19 +41,20 @@ class DaskPool:
     scheduler, scheduler_file : str or None
         Address of the Dask scheduler (``tcp://host:8786``), or the JSON file a
         scheduler writes with ``--scheduler-file``; exactly one is needed.
-    worker, log_level, timeout
-        As for :class:`rnnjobs.local_pool.LocalPool`. Each job runs with
+    worker, log_level
+        As for :class:`rnnjobs.local_pool.LocalPool`; there is no time limit per
+        job, because joblib's dask backend does not stop a task that runs past it. Each job runs with
         TensorFlow threads equal to its Dask worker's thread count, one job at
         a time per worker process.
     """
 
-    def __init__(self, scheduler, scheduler_file, worker, log_level, timeout=None):
+    def __init__(self, scheduler, scheduler_file, worker, log_level):
         from distributed import Client
 
         if (scheduler is None) == (scheduler_file is None):
             # Client() with neither would start a local cluster, which is not what a user of --backend dask meant.
             raise ValueError("the dask backend needs either a scheduler address or a scheduler file, and not both")
-        self.worker, self.log_level, self.timeout = worker, log_level, timeout
+        self.worker, self.log_level = worker, log_level
         if scheduler_file is not None:
             _wait_for_file(scheduler_file, SCHEDULER_FILE_WAIT_SECONDS)
         self.client = Client(address=scheduler, scheduler_file=scheduler_file, set_as_default=False)
@@ -102,13 +103,13 @@ class DaskPool:
         calls = (delayed(_run_indexed)(self.worker, index, jobs[index], None, self.log_level) for index in batch)
         try:
             with parallel_config(backend="dask", client=self.client):
-                parallel = Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered", timeout=self.timeout)
+                parallel = Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")
                 for index, result in parallel(calls):
                     finished.add(index)
                     yield index, result
                     if interruption.received() is not None:
                         return
-        except Exception as err:  # A timeout or a lost worker. The jobs finished so far keep their results.
+        except Exception as err:  # A lost worker. The jobs finished so far keep their results.
             error = f"the Dask run stopped before this job finished: {type(err).__name__}: {err}"
             for index in batch:
                 if index not in finished:

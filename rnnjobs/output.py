@@ -25,12 +25,20 @@ def atomic_output(path):
     ------
     str
         The temporary path to write to.
+
+    Raises
+    ------
+    OSError
+        With ``path`` as its file name, if its folder cannot be created or written.
     """
     folder = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(folder, exist_ok=True)
     name = os.path.basename(path)
     suffix = ".weights.h5" if name.endswith(".weights.h5") else os.path.splitext(name)[1]
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}{TEMPORARY_MARKER}", suffix=suffix, dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{name}{TEMPORARY_MARKER}", suffix=suffix, dir=folder)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot create a file in {folder} ({err.strerror})", path) from err
     os.close(handle)
     os.remove(temporary)  # h5py and Keras create the file themselves.
     try:

@@ -249,13 +249,22 @@ def worker_count(n_jobs):
     return min(n_jobs, cores)
 
 
+# joblib's dask backend does not stop a task that runs past joblib's timeout.
+DASK_TIMEOUT_MESSAGE = (
+    "a time limit per job is not enforced on a Dask cluster; limit the run's wall time in the batch "
+    "scheduler instead (for example SLURM's --time), or run with -j on one machine"
+)
+
+
 def make_pool(n_jobs=1, *, timeout=None, backend="loky", scheduler=None, scheduler_file=None, worker=run_job):
     """Return the pool that runs jobs as :func:`run_jobs` describes; close it when done."""
     level = logging.getLogger().getEffectiveLevel()
     if backend == "dask":
         from rnnjobs.dask_pool import DaskPool
 
-        return DaskPool(scheduler, scheduler_file, worker, level, timeout)
+        if timeout is not None:
+            raise ValueError(DASK_TIMEOUT_MESSAGE)
+        return DaskPool(scheduler, scheduler_file, worker, level)
     if backend != "loky":
         raise ValueError(f"backend: got {backend!r}, expected one of {', '.join(map(repr, BACKENDS))}")
 

@@ -345,3 +345,17 @@ def test_held_out_needs_unseen_station(tmp_path, series_file):
 
     with pytest.raises(DataError, match="lists every station of the forecast for training or validation"):
         held_out_locations(str(forecast_file))
+
+
+def test_unwritable_output_exits_2(files, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder is expected")
+    output = blocker / "scores.csv"
+    args = ["evaluate", files[0], "--observed", files[1], "--variable", "fm", "--forecast-start", "3"]
+
+    result = CliRunner().invoke(main, [*args, "--output", str(output)])
+
+    assert result.exit_code == 2
+    assert "scores.csv" in result.output
+    assert "cannot create a file in" in result.output
+    assert not output.exists()

@@ -309,3 +309,14 @@ def test_missing_scheduler_file_exits_1(tmp_path, series_file, monkeypatch):
     assert result.exit_code == 1
     assert f"Dask scheduler file {missing} not found" in result.output
     assert not (tmp_path / "m.weights.h5").exists()
+
+
+def test_timeout_with_dask_is_usage_error(tmp_path, series_file):
+    path = write_job(tmp_path / "job.json", train_job_dict(series_file, tmp_path / "m.weights.h5"))
+
+    result = CliRunner().invoke(main, ["train", "--backend", "dask", "--scheduler", "tcp://127.0.0.1:1", "--timeout", "5", path])
+
+    assert result.exit_code == 2
+    assert "--timeout with --backend dask" in result.output
+    assert "SLURM's --time" in result.output
+    assert not (tmp_path / "m.weights.h5").exists()

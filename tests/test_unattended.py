@@ -95,6 +95,13 @@ def temporaries(folder):
     return sorted(name for name in os.listdir(folder) if TEMPORARY_MARKER in name)
 
 
+def new_temporary(folder, run, before):
+    """Wait until ``run`` has created a temporary file that was not in ``before``, or has ended."""
+    # A temporary file left by an earlier test must not count, or the signal could reach the
+    # new process before it has installed its handlers.
+    wait_until(lambda: set(temporaries(folder)) - set(before) or run.process.poll() is not None, "the temporary forecast file")
+
+
 def checkpoint_epoch(output):
     """Return the epochs recorded in the checkpoint of ``output``, or None if there is none yet."""
     try:
@@ -133,8 +140,9 @@ def test_killed_forecast_leaves_no_output(long_forecast):
     if os.path.exists(output):
         os.remove(output)
 
+    before_start = temporaries(folder)
     run = Run(folder, "forecast", job_file)
-    wait_until(lambda: temporaries(folder) or run.process.poll() is not None, "the temporary forecast file")
+    new_temporary(folder, run, before_start)
     time.sleep(0.5)
     assert run.process.poll() is None, f"the forecast ended before the kill\n{run.log()}"
     run.process.kill()
@@ -154,8 +162,9 @@ def test_sigterm_during_write_removes_temporary(long_forecast):
     job_file, output = long_forecast
     folder = os.path.dirname(output)
 
+    before_start = temporaries(folder)
     run = Run(folder, "forecast", "--force", job_file)
-    wait_until(lambda: temporaries(folder) or run.process.poll() is not None, "the temporary forecast file")
+    new_temporary(folder, run, before_start)
     # An earlier test may have written the output; --force writes it again.
     before = os.stat(output).st_mtime_ns if os.path.exists(output) else None
     run.process.send_signal(signal.SIGTERM)
@@ -178,8 +187,9 @@ def test_second_writer_fails_on_conflict(long_forecast):
     job_file, output = long_forecast
     folder = os.path.dirname(output)
 
+    before_start = temporaries(folder)
     first = Run(folder, "forecast", "--force", job_file)
-    wait_until(lambda: temporaries(folder) or first.process.poll() is not None, "the first run's temporary file")
+    new_temporary(folder, first, before_start)
     first.process.send_signal(signal.SIGSTOP)  # Hold the first run inside its write.
     try:
         second = Run(folder, "forecast", "--on-conflict", "fail", job_file)
@@ -199,8 +209,9 @@ def test_second_writer_waits_then_skips(long_forecast):
     job_file, output = long_forecast
     folder = os.path.dirname(output)
 
+    before_start = temporaries(folder)
     first = Run(folder, "forecast", "--force", job_file)
-    wait_until(lambda: temporaries(folder) or first.process.poll() is not None, "the first run's temporary file")
+    new_temporary(folder, first, before_start)
     first.process.send_signal(signal.SIGSTOP)
     try:
         second = Run(folder, "forecast", job_file)
