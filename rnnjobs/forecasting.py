@@ -158,6 +158,13 @@ def _forecast_from_reader(job, metadata, model, reader, started):
     architecture = metadata["architecture"]
     spinup = job["spinup"]
     n_locations, n_times = reader.n_series, reader.n_times
+    trained_units = metadata.get("units", {})
+    for name, units in reader.units.items():
+        if name in trained_units and units != trained_units[name]:
+            logger.warning(
+                "%s: dataset %r has units %r, but the model was trained on %r; convert the data if these are different units",
+                job["name"], name, units, trained_units[name],
+            )
     if spinup >= n_times:
         raise DataError(f"{job['source']}: spinup: {spinup} steps leave nothing of the {n_times} input steps to forecast")
     features = ScaledFeatures(reader, Scaler.from_dict(metadata["scalers"]["features"]))

@@ -737,3 +737,15 @@ def test_expected_weight_shapes_match_keras():
     model = models.build_training_model(architecture, 4, 6)
 
     assert expected_weight_shapes(architecture) == [shape for _, shape in models.weight_layout(model)]
+
+
+def test_forecast_units_mismatch_warned(tmp_path, model_file):
+    path = write_series_file(tmp_path / "in.h5")
+    with h5py.File(path, "a") as h5file:
+        h5file["a"].attrs["units"] = "m s-1"
+    job = forecast_job(path, model_file, tmp_path)
+
+    result = run_command([job], tmp_path, "validate")
+
+    assert result.exit_code == 0, result.output
+    assert "warning: dataset 'a' has units 'm s-1', but the model was trained on '1'" in result.output
