@@ -13,15 +13,21 @@ def hold_lock(output, ready, release):
         release.wait(30)
 
 
-@pytest.fixture
-def held_lock(tmp_path):
-    """Hold the lock of ``out.nc`` in another process until the test ends."""
-    output = str(tmp_path / "out.nc")
+def start_holder(output):
+    """Start a process that holds the lock of ``output``; return it and the event that releases it."""
     context = multiprocessing.get_context("spawn")
     ready, release = context.Event(), context.Event()
     holder = context.Process(target=hold_lock, args=(output, ready, release))
     holder.start()
     assert ready.wait(30)
+    return holder, release
+
+
+@pytest.fixture
+def held_lock(tmp_path):
+    """Hold the lock of ``out.nc`` in another process until the test ends."""
+    output = str(tmp_path / "out.nc")
+    holder, release = start_holder(output)
     yield output, release
     release.set()
     holder.join(30)
@@ -51,11 +57,7 @@ def test_second_writer_waits_for_first(held_lock):
 
 def test_lock_is_released_when_holder_dies(tmp_path):
     output = str(tmp_path / "out.nc")
-    context = multiprocessing.get_context("spawn")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=hold_lock, args=(output, ready, release))
-    holder.start()
-    assert ready.wait(30)
+    holder, _ = start_holder(output)
 
     holder.kill()
     holder.join(30)
