@@ -14,6 +14,8 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 
 from rnnjobs import interruption
@@ -53,9 +55,34 @@ class InProcessPool:
         """Release nothing: this pool has no processes."""
 
 
+# How often a worker checks that the rnnjobs process that started it is still alive.
+PARENT_POLL_SECONDS = 1.0
+
+_parent_watch = {}
+
+
+def _watch_parent(parent):
+    """Cancel the running job and end this worker once its parent process has gone.
+
+    A parent killed with SIGKILL (the out-of-memory killer, a batch system's
+    final kill) cannot stop its workers, so each worker checks for itself. It
+    sends itself SIGTERM, which cancels its job without partial output, and
+    exits after the grace period if the job has not ended the process by then.
+    """
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    logger.error("the rnnjobs process %d that started this worker has gone; cancelling the running job", parent)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(CANCEL_GRACE_SECONDS)
+    os._exit(1)
+
+
 def _run_in_worker(function, *args):
     # The signal handlers stay installed for the life of the worker process, which runs one job at a time.
     interruption.install_in_worker()
+    if "thread" not in _parent_watch:
+        _parent_watch["thread"] = threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True, name="rnnjobs-parent-watch")
+        _parent_watch["thread"].start()
     return function(*args)
 
 

@@ -180,6 +180,30 @@ def test_sigterm_during_write_removes_temporary(long_forecast):
         assert_valid_forecast(output)
 
 
+def test_killed_parent_stops_its_workers(long_forecast):
+    import psutil
+
+    job_file, output = long_forecast
+    folder = os.path.dirname(output)
+    before = os.stat(output).st_mtime_ns if os.path.exists(output) else None
+
+    before_start = temporaries(folder)
+    run = Run(folder, "forecast", "-j", "2", "--force", job_file)
+    new_temporary(folder, run, before_start)
+    workers = psutil.Process(run.process.pid).children(recursive=True)
+    run.process.kill()
+    run.process.wait(HANG_GUARD_SECONDS)
+
+    # Each worker notices that its parent has gone, cancels its job and exits.
+    wait_until(lambda: not any(worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in workers), "the workers to exit")
+    assert workers
+    assert temporaries(folder) == []
+    if before is None:
+        assert not os.path.exists(output)
+    else:
+        assert os.stat(output).st_mtime_ns == before
+
+
 # Two processes writing one output.
 
 
