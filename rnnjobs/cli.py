@@ -1,11 +1,12 @@
 """Command-line interface: a thin click layer over the rnnjobs library.
 
 Exit status: 0 when every job succeeded or was skipped as up to date, 1 when
-a job failed while running, 2 for invalid usage, job files or data found
-before any job ran. When a signal stopped the run before every job finished,
-it is 128 plus the signal number (143 for SIGTERM, 130 for SIGINT). TensorFlow
-is imported only by commands that build models, so ``--help``, ``validate``
-and ``schema`` answer quickly.
+a job failed while running, 2 for invalid usage, job files or data. Jobs
+whose data fails the checks before the run are rejected and the others still
+run. When a signal stopped the run before every job finished, it is 128 plus
+the signal number (143 for SIGTERM, 130 for SIGINT). TensorFlow is imported
+only by commands that build models, so ``--help``, ``validate`` and
+``schema`` return quickly.
 """
 
 import contextlib

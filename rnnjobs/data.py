@@ -100,7 +100,7 @@ def open_hdf5(path):
         raise DataError(f"{path}: cannot lock the file ({err}); {LOCKING_HINT}") from err
     except OSError as err:
         text = str(err)
-        # HDF5 says "unable to lock file" when flock fails; other messages may contain "lock" by chance.
+        # HDF5 reports "unable to lock file" when flock fails; other messages may contain "lock" by chance.
         if "unable to lock file" in text.lower():
             raise DataError(f"{path}: cannot lock the file ({text}); {LOCKING_HINT}") from err
         raise DataError(f"{path}: cannot be opened as HDF5, the file may be truncated or damaged ({text})") from err
@@ -560,9 +560,9 @@ def read_series(spec, feature_names, target_names=(), static_names=()):
 def read_static(dataset, rows, n_locations, spec=None, location_ids=None):
     """Check a static feature dataset shaped (location,) and return its values at ``rows`` as float32.
 
-    Missing values are rejected whatever ``data.missing_features`` says,
-    because its fill policies work along time and a static value has no
-    neighbour in time to take.
+    Missing values are rejected whatever the ``data.missing_features``
+    setting, because its fill policies work along time and a static value
+    has no neighbour in time to take.
     """
     check_numeric(dataset)
     if dataset.shape != (n_locations,):

@@ -7,7 +7,7 @@ import numpy as np
 
 from rnnjobs.data import DataError, SeriesReader
 from rnnjobs.scaling import Scaler
-from rnnjobs.validation import check_job_against_model
+from rnnjobs.validation import check_job_against_model, units_mismatches
 
 logger = logging.getLogger(__name__)
 
@@ -158,13 +158,8 @@ def _forecast_from_reader(job, metadata, model, reader, started):
     architecture = metadata["architecture"]
     spinup = job["spinup"]
     n_locations, n_times = reader.n_series, reader.n_times
-    trained_units = metadata.get("units", {})
-    for name, units in reader.units.items():
-        if name in trained_units and units != trained_units[name]:
-            logger.warning(
-                "%s: dataset %r has units %r, but the model was trained on %r; convert the data if these are different units",
-                job["name"], name, units, trained_units[name],
-            )
+    for message in units_mismatches(reader.units, metadata.get("units", {})):
+        logger.warning("%s: %s", job["name"], message)
     if spinup >= n_times:
         raise DataError(f"{job['source']}: spinup: {spinup} steps leave nothing of the {n_times} input steps to forecast")
     features = ScaledFeatures(reader, Scaler.from_dict(metadata["scalers"]["features"]))

@@ -23,7 +23,7 @@ class Scaler:
         self._count = None
 
     def fit(self, values):
-        """Fit on ``values`` whose last axis holds the variables; NaN values are ignored."""
+        """Fit on ``values`` whose last axis indexes the variables; NaN values are ignored."""
         self._count = None
         return self.partial_fit(values)
 

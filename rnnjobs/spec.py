@@ -332,7 +332,7 @@ TRAIN_DEFAULTS = {
     "scaling": {"features": "standard", "targets": "standard"},
 }
 
-# A forecast holds each layer's output for one chunk: for an LSTM(20), 80 bytes
+# A forecast keeps each layer's output for one chunk: for an LSTM(20), 80 bytes
 # per location-step, or 42 MB for the default chunk of 1024 x 512.
 FORECAST_DEFAULTS = {"spinup": 0, "chunks": {"locations": 1024, "time": 512}}
 

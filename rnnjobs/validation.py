@@ -397,7 +397,8 @@ def _check_forecast_job(job, check, produced):
             )
         _scan_series(selection, spec, feature_names, [], check)
         _check_static(h5file, selection, spec, static_names, check)
-        check.notes.extend(units_mismatches(h5file, feature_names + static_names, model.get("units", {})))
+        units = _dataset_units(h5file, feature_names + static_names)
+        check.notes.extend(f"warning: {message}" for message in units_mismatches(units, model.get("units", {})))
         correction = job.get("bias_correction")
         if correction is not None:
             observed = correction.get("observed") or model.get("target_names") or []
@@ -405,25 +406,33 @@ def _check_forecast_job(job, check, produced):
                 select_series(h5file, dict(spec, time=correction["time"]), observed)
 
 
-def units_mismatches(h5file, names, trained_units):
-    """Return a warning for each dataset whose ``units`` attribute differs from the units seen in training.
+def units_mismatches(units, trained_units):
+    """Return a warning for each variable whose units differ from the units seen in training.
+
+    Parameters
+    ----------
+    units, trained_units : dict
+        The ``units`` attribute of each input dataset, and those recorded in the model file.
 
     Unit strings have several spellings ("%" and "percent"), so a difference
     is reported, not rejected.
     """
-    warnings = []
+    return [
+        f"dataset {name!r} has units {value!r}, but the model was trained on {trained_units[name]!r}; "
+        "convert the data if these are different units"
+        for name, value in units.items()
+        if name in trained_units and value != trained_units[name]
+    ]
+
+
+def _dataset_units(h5file, names):
+    units = {}
     for name in names:
         dataset = h5file.get(name)
-        if dataset is None or "units" not in dataset.attrs or name not in trained_units:
-            continue
-        units = dataset.attrs["units"]
-        units = units.decode() if isinstance(units, bytes) else str(units)
-        if units != trained_units[name]:
-            warnings.append(
-                f"warning: dataset {name!r} has units {units!r}, but the model was trained on {trained_units[name]!r}; "
-                "convert the data if these are different units"
-            )
-    return warnings
+        if dataset is not None and "units" in dataset.attrs:
+            value = dataset.attrs["units"]
+            units[name] = value.decode() if isinstance(value, bytes) else str(value)
+    return units
 
 
 def _check_static(h5file, selection, spec, static_names, check):
